@@ -1,0 +1,265 @@
+// Base images: root filesystems built from host binaries and their shared
+// libraries, cached and content-addressed. Building is idempotent: the same
+// definition over the same host files gives the same image id.
+//
+//   <dir>/sha256-<content>/rootfs     the lowerdir (read-only by intent and mode)
+//   <dir>/sha256-<content>/image.json what it holds
+//   <dir>/recipes/<recipe-hash>       which content a recipe produced
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  chmodSync, copyFileSync, constants as fsConstants, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
+  readlinkSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync,
+} from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { FnboxError } from '../errors.js';
+import { libraryClosure } from './closure.js';
+import { resolveDefinition, type ResolvedDefinition } from './definition.js';
+import { locateInterpreter, type InterpreterLayout } from './interpreters.js';
+
+/** Bumped when the skeleton or the layout changes, so old recipes rebuild. */
+const FORMAT = 3;
+const SYSTEM_PATH = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
+const MIRRORED_TOP_LINKS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
+export const SANDBOX_UID = 1000;
+export const SANDBOX_GID = 1000;
+
+export interface Image {
+  id: string;
+  name: string;
+  rootfs: string;
+  /** Executable path inside the image per interpreter kind. */
+  interpreters: Partial<Record<'node' | 'python', { executable: string; version: string }>>;
+  builtAt: string;
+}
+
+export interface ImageStoreOptions {
+  /** Where built images live (may be shared between state dirs). */
+  dir: string;
+  /** The project's images/ directory with the definitions. */
+  definitionsDir: string;
+  /** Root that `copy.from` paths are relative to. */
+  projectRoot: string;
+}
+
+export class ImageStore {
+  private readonly building = new Map<string, Promise<Image>>();
+
+  constructor(private readonly options: ImageStoreOptions) {
+    mkdirSync(join(options.dir, 'recipes'), { recursive: true });
+  }
+
+  /** The image for a definition name, built on first use. */
+  get(name: string): Promise<Image> {
+    let pending = this.building.get(name);
+    if (!pending) {
+      pending = Promise.resolve().then(() => this.getSync(name));
+      this.building.set(name, pending);
+      pending.catch(() => this.building.delete(name));
+    }
+    return pending;
+  }
+
+  getSync(name: string): Image {
+    const definition = resolveDefinition(this.options.definitionsDir, name);
+    const sources = listSources(definition, this.options.projectRoot);
+    const recipeFile = join(this.options.dir, 'recipes', sources.recipeHash);
+    const cached = this.readRecipe(recipeFile);
+    if (cached) return cached;
+    return this.build(planImage(sources), recipeFile);
+  }
+
+  /** A recipe is still good when the libraries it pulled in are unchanged. */
+  private readRecipe(recipeFile: string): Image | undefined {
+    if (!existsSync(recipeFile)) return undefined;
+    try {
+      const recipe = JSON.parse(readFileSync(recipeFile, 'utf8')) as { id: string; libraries: string[] };
+      if (recipe.libraries.some((entry) => !existsSync(entry.split('\0')[0]!) || fingerprint(entry.split('\0')[0]!) !== `${entry}\n`)) return undefined;
+      const meta = join(this.options.dir, recipe.id, 'image.json');
+      return existsSync(meta) ? (JSON.parse(readFileSync(meta, 'utf8')) as Image) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private build(plan: ImagePlan, recipeFile: string): Image {
+    const staging = join(this.options.dir, `tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+    const rootfs = join(staging, 'rootfs');
+    try {
+      writeSkeleton(rootfs);
+      for (const [source, target] of plan.files) placeFile(rootfs, source, target);
+      for (const copy of plan.copies) copyTree(copy.from, join(rootfs, copy.to), []);
+      for (const tree of plan.trees) copyTree(tree.path, join(rootfs, tree.path), tree.exclude);
+      makeReadOnly(rootfs);
+      chmodSync(join(rootfs, 'tmp'), 0o1777);
+      const id = `sha256-${hashTree(rootfs)}`;
+      const image: Image = {
+        id,
+        name: plan.definition.name,
+        rootfs: join(this.options.dir, id, 'rootfs'),
+        interpreters: Object.fromEntries(plan.interpreters.map((i) => [i.kind, { executable: i.executable, version: i.version }])),
+        builtAt: new Date().toISOString(),
+      };
+      writeFileSync(join(staging, 'image.json'), `${JSON.stringify(image, null, 2)}\n`);
+      const final = join(this.options.dir, id);
+      if (existsSync(final)) rmSync(staging, { recursive: true, force: true });
+      else renameSync(staging, final);
+      const libraries = [...plan.files.keys()].map((file) => fingerprint(file).trimEnd());
+      writeFileSync(`${recipeFile}.tmp`, JSON.stringify({ id, libraries }));
+      renameSync(`${recipeFile}.tmp`, recipeFile);
+      return JSON.parse(readFileSync(join(final, 'image.json'), 'utf8')) as Image;
+    } catch (error) {
+      rmSync(staging, { recursive: true, force: true });
+      throw error instanceof FnboxError ? error
+        : new FnboxError('Internal', `building image ${plan.definition.name} failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+}
+
+/** What an image is made of before the library closure: cheap to compute. */
+interface ImageSources {
+  definition: ResolvedDefinition;
+  executables: string[];
+  interpreters: InterpreterLayout[];
+  trees: InterpreterLayout['trees'];
+  copies: Array<{ from: string; to: string }>;
+  recipeHash: string;
+}
+
+interface ImagePlan extends ImageSources {
+  /** host file → path inside the image */
+  files: Map<string, string>;
+}
+
+function findBinary(name: string): string | undefined {
+  if (name.startsWith('/')) return existsSync(name) ? name : undefined;
+  for (const dir of SYSTEM_PATH) {
+    const candidate = join(dir, name);
+    if (existsSync(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+/** A host path's place in the image: its real directory, its own name. */
+function imagePathOf(hostPath: string): string {
+  return join(realpathSync(dirname(hostPath)), basename(hostPath));
+}
+
+function listSources(definition: ResolvedDefinition, projectRoot: string): ImageSources {
+  const executables: string[] = [];
+  for (const entry of definition.binaries) {
+    const optional = entry.endsWith('?');
+    const name = optional ? entry.slice(0, -1) : entry;
+    const found = findBinary(name);
+    if (found) executables.push(found);
+    else if (!optional) throw new FnboxError('HostUnsupported', `image ${definition.name} needs "${name}", which is not on this host`);
+  }
+  const interpreters = definition.interpreters.map(locateInterpreter);
+  const trees = interpreters.flatMap((i) => i.trees);
+  const copies = definition.copy.map((c) => ({ from: join(projectRoot, c.from), to: c.to }));
+  const recipe = createHash('sha256');
+  recipe.update(JSON.stringify({ FORMAT, definition, trees, interpreters }));
+  for (const file of [...executables, ...interpreters.map((i) => i.executable)]) recipe.update(fingerprint(file));
+  for (const tree of trees) for (const file of listFiles(tree.path, tree.exclude)) recipe.update(fingerprint(file));
+  for (const copy of copies) for (const file of listFiles(copy.from, [])) recipe.update(fingerprint(file) + readFileSync(file, 'utf8'));
+  return { definition, executables, interpreters, trees, copies, recipeHash: recipe.digest('hex') };
+}
+
+function planImage(sources: ImageSources): ImagePlan {
+  // Extension modules in the trees have libraries of their own.
+  const extensionModules = sources.trees.flatMap((tree) => listFiles(tree.path, tree.exclude).filter((f) => f.endsWith('.so')));
+  const files = new Map<string, string>();
+  const closure = libraryClosure([...sources.executables, ...sources.interpreters.map((i) => i.executable), ...extensionModules]);
+  for (const file of closure) if (!extensionModules.includes(file)) files.set(file, imagePathOf(file));
+  return { ...sources, files };
+}
+
+function fingerprint(file: string): string {
+  const st = statSync(file);
+  return `${file}\0${st.size}\0${st.mtimeMs}\0${st.ino}\n`;
+}
+
+function listFiles(root: string, exclude: string[]): string[] {
+  const out: string[] = [];
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const full = join(dir, entry.name);
+      const rel = relative(root, full);
+      if (exclude.some((e) => rel === e || rel.startsWith(`${e}/`))) continue;
+      if (entry.isDirectory()) walk(full);
+      else if (entry.isFile()) out.push(full);
+    }
+  };
+  walk(root);
+  return out.sort();
+}
+
+function writeSkeleton(rootfs: string): void {
+  mkdirSync(rootfs, { recursive: true });
+  for (const link of MIRRORED_TOP_LINKS) {
+    try {
+      if (lstatSync(`/${link}`).isSymbolicLink()) symlinkSync(readlinkSync(`/${link}`), join(rootfs, link));
+    } catch {
+      // not on this host
+    }
+  }
+  for (const dir of ['proc', 'dev', 'code', 'etc', 'opt/fnbox', 'usr/bin', 'usr/lib']) mkdirSync(join(rootfs, dir), { recursive: true });
+  mkdirSync(join(rootfs, 'tmp'));
+  chmodSync(join(rootfs, 'tmp'), 0o1777);
+  const etc = (name: string, text: string): void => writeFileSync(join(rootfs, 'etc', name), text);
+  etc('passwd', `root:x:0:0:root:/tmp:/bin/sh\nsandbox:x:${SANDBOX_UID}:${SANDBOX_GID}:fnbox sandbox:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n`);
+  etc('group', `root:x:0:\nsandbox:x:${SANDBOX_GID}:\nnogroup:x:65534:\n`);
+  etc('hosts', '127.0.0.1\tlocalhost\n::1\tlocalhost\n');
+  etc('nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files\n');
+  etc('resolv.conf', '# no network: sandboxes have only a loopback interface\n');
+}
+
+function placeFile(rootfs: string, source: string, target: string): void {
+  const destination = join(rootfs, target);
+  mkdirSync(dirname(destination), { recursive: true });
+  copyFileSync(source, destination, fsConstants.COPYFILE_FICLONE);
+  chmodSync(destination, statSync(source).mode & 0o755);
+}
+
+function copyTree(from: string, to: string, exclude: string[]): void {
+  for (const file of listFiles(from, exclude)) {
+    const destination = join(to, relative(from, file));
+    mkdirSync(dirname(destination), { recursive: true });
+    copyFileSync(file, destination, fsConstants.COPYFILE_FICLONE);
+    chmodSync(destination, statSync(file).mode & 0o755);
+  }
+}
+
+/** Nothing in an image is writable, not even by its owner. */
+function makeReadOnly(dir: string): void {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const full = join(dir, entry.name);
+    if (entry.isSymbolicLink()) continue;
+    if (entry.isDirectory()) {
+      makeReadOnly(full);
+      chmodSync(full, 0o555);
+    } else chmodSync(full, statSync(full).mode & 0o555);
+  }
+}
+
+/** sha256 over every path, type, mode and content, in sorted order. */
+function hashTree(root: string): string {
+  const hash = createHash('sha256');
+  const walk = (dir: string): void => {
+    for (const name of readdirSync(dir).sort()) {
+      const full = join(dir, name);
+      const st = lstatSync(full);
+      const rel = relative(root, full);
+      if (st.isSymbolicLink()) hash.update(`l ${rel} ${readlinkSync(full)}\n`);
+      else if (st.isDirectory()) {
+        hash.update(`d ${rel} ${(st.mode & 0o7777).toString(8)}\n`);
+        walk(full);
+      } else {
+        hash.update(`f ${rel} ${(st.mode & 0o7777).toString(8)} `);
+        hash.update(readFileSync(full));
+        hash.update('\n');
+      }
+    }
+  };
+  walk(root);
+  return hash.digest('hex');
+}

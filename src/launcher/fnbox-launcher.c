@@ -1,0 +1,946 @@
+/*
+ * fnbox-launcher: boots one sandbox and stays beside it as its monitor.
+ *
+ * Two ways to run it:
+ *   fnbox-launcher [OPTIONS] -- PROGRAM ARGS...   one sandbox, events on stderr
+ *   fnbox-launcher --server                       a zygote: reads length-prefixed
+ *       argument lists on stdin and forks one monitor per list, so the gateway
+ *       pays a fork (~0.1 ms) per sandbox instead of a Node spawn (~2 ms).
+ *       Monitors then connect to the gateway's unix socket (--connect) for
+ *       their control stream, the program's channel and its logs.
+ *
+ * This is the only fnbox code that makes privileged syscalls. It decides
+ * nothing: every mount, id map, limit and the seccomp program arrive as
+ * arguments from the TypeScript side (src/sandbox/spec.ts), which owns the
+ * policy. The file reads top to bottom in the order things happen:
+ *
+ *   monitor (host namespaces, host root)
+ *     1. parse arguments into one plain struct            (parse_args)
+ *     2. tie our life to the gateway, drop host groups
+ *     3. build the root layer: tmpfs + overlay, detached  (make_root_layer)
+ *     4. clone3 into new user/pid/mnt/net/ipc/uts namespaces (and the v2 cgroup)
+ *     5. write uid/gid maps, attach v1 cgroups, release the child
+ *     6. report "started", then serve reset commands until the child exits
+ *   child = PID 1 of the sandbox (sandbox_init)
+ *     7. unshare the cgroup namespace (the cgroups are joined by now)
+ *     8. attach the root layer (still host uid 0 for path access)
+ *     9. become root of the user namespace (an unprivileged host uid);
+ *        /proc, /dev, masks; pivot_root; old root gone
+ *    10. fork the program, reap zombies, exit with the program
+ *   program (exec_program)
+ *    11. new session, rlimits, drop every capability, set ids, chdir,
+ *        arrange fds, no_new_privs, seccomp, execve
+ *
+ * Every step is checked; a failure writes one JSON line naming the step and
+ * errno to the status fd and exits with the code of its phase (see enum).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The new mount API and clone3 are older than the glibc wrappers for them;
+ * define what an older libc may lack (numbers are the same on every arch
+ * since 5.x uses the unified syscall table for these). */
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef FSOPEN_CLOEXEC
+#define FSOPEN_CLOEXEC 0x00000001
+#endif
+#ifndef FSMOUNT_CLOEXEC
+#define FSMOUNT_CLOEXEC 0x00000001
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef MOUNT_ATTR_NOSUID
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#endif
+#ifndef FSCONFIG_SET_FLAG
+#define FSCONFIG_SET_FLAG 0
+#define FSCONFIG_SET_STRING 1
+#define FSCONFIG_CMD_CREATE 6
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+/* Exit codes, one per phase; src/sandbox/launcher-protocol.ts maps them. */
+enum {
+  EXIT_ARGS = 110,    /* bad arguments: a bug on the TypeScript side */
+  EXIT_LAYER = 111,   /* tmpfs/overlay for the root could not be built */
+  EXIT_CLONE = 112,   /* clone3 into the namespaces failed */
+  EXIT_IDMAP = 113,   /* uid/gid maps or v1 cgroup attach failed */
+  EXIT_MOUNT = 114,   /* filesystem setup inside the sandbox failed */
+  EXIT_PRIVS = 115,   /* dropping privileges failed */
+  EXIT_EXEC = 116,    /* execve of the program failed */
+  EXIT_INIT = 117,    /* the sandbox init failed to fork or wait */
+};
+
+#define MAX_LIST 64
+
+struct id_map { unsigned inside, outside, count; };
+struct rlimit_rule { int resource; struct rlimit value; };
+struct fd_pass { int host_fd, child_fd; };
+
+/* Everything the launcher will do, checked before anything is done. */
+struct config {
+  int status_fd;              /* JSON lines out: started, error, reset, exit */
+  int control_fd;             /* commands in: "reset\n" */
+  const char *connect_path;   /* the gateway's unix socket */
+  const char *id;             /* names our connections to the gateway */
+  int channel_fd;             /* the program's fd for its channel, 0 = none */
+  int capture_logs;           /* program's stdout/stderr to the gateway */
+  const char *lowers[MAX_LIST]; int n_lowers;   /* topmost first */
+  unsigned long long upper_size;                /* bytes of the per-call tmpfs */
+  unsigned long long upper_inodes;
+  const char *root_mountpoint;  /* empty dir where the new root is attached */
+  const char *dev_nodes[MAX_LIST]; int n_dev_nodes;
+  const char *masks[MAX_LIST]; int n_masks;       /* hidden paths */
+  const char *readonly[MAX_LIST]; int n_readonly; /* read-only remounts */
+  const char *hostname;
+  struct id_map uid_maps[8]; int n_uid_maps;
+  struct id_map gid_maps[8]; int n_gid_maps;
+  const char *cgroup2;                            /* CLONE_INTO_CGROUP target */
+  const char *cgroup1[MAX_LIST]; int n_cgroup1;   /* attached before release */
+  uid_t uid; gid_t gid;                           /* the program's identity */
+  const char *cwd;
+  char *env[MAX_LIST + 1]; int n_env;
+  struct rlimit_rule rlimits[16]; int n_rlimits;
+  struct fd_pass passes[8]; int n_passes;
+  const char *seccomp_file;   /* BPF program, struct sock_filter[] */
+  int seccomp_fd;
+  char **argv;
+};
+
+static struct config cfg = { .status_fd = 2, .control_fd = -1, .seccomp_fd = -1 };
+static const char *current_step = "start";
+
+/* ---------- reporting ---------- */
+
+static void emit(const char *fmt, ...) {
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0 || cfg.status_fd < 0) return;
+  if (n > (int)sizeof line - 2) n = sizeof line - 2;
+  line[n++] = '\n';
+  /* Lines written before the control connection exists go to the zygote's
+   * stderr, shared by all monitors: name the sandbox they belong to. */
+  char prefix[160] = "";
+  if (cfg.id && cfg.status_fd == 2 && line[0] == '{')
+    snprintf(prefix, sizeof prefix, "{\"id\":\"%.100s\",", cfg.id);
+  struct iovec parts[2] = {
+    { prefix, strlen(prefix) },
+    { prefix[0] ? line + 1 : line, (size_t)(prefix[0] ? n - 1 : n) },
+  };
+  /* One write per line: the pipe keeps lines under PIPE_BUF whole. */
+  (void)!writev(cfg.status_fd, parts, 2);
+}
+
+/* Never returns: names the step, the errno and exits with the phase code. */
+__attribute__((noreturn, format(printf, 2, 3)))
+static void die(int phase, const char *fmt, ...) {
+  int saved = errno;
+  char detail[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof detail, fmt, ap);
+  va_end(ap);
+  for (char *p = detail; *p; p++) if (*p == '"' || *p == '\\' || *p < 0x20) *p = '\'';
+  emit("{\"event\":\"error\",\"phase\":%d,\"step\":\"%s\",\"errno\":%d,\"message\":\"%s: %s\"}",
+       phase, current_step, saved, detail, saved ? strerror(saved) : "invalid");
+  _exit(phase);
+}
+
+#define STEP(name) (current_step = (name))
+
+static long long now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---------- 1. arguments ---------- */
+
+static unsigned long long parse_num(const char *opt, const char *s) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end || end == s) { errno = EINVAL; die(EXIT_ARGS, "%s wants a number, got %s", opt, s); }
+  return v;
+}
+
+static struct id_map parse_id_map(const char *opt, const char *s) {
+  struct id_map m;
+  if (sscanf(s, "%u:%u:%u", &m.inside, &m.outside, &m.count) != 3 || m.count == 0) {
+    errno = EINVAL; die(EXIT_ARGS, "%s wants INSIDE:OUTSIDE:COUNT, got %s", opt, s);
+  }
+  return m;
+}
+
+static int rlimit_by_name(const char *name) {
+  static const struct { const char *name; int resource; } names[] = {
+    {"core", RLIMIT_CORE}, {"nofile", RLIMIT_NOFILE}, {"fsize", RLIMIT_FSIZE},
+    {"nproc", RLIMIT_NPROC}, {"stack", RLIMIT_STACK}, {"memlock", RLIMIT_MEMLOCK},
+    {"as", RLIMIT_AS}, {"cpu", RLIMIT_CPU}, {"msgqueue", RLIMIT_MSGQUEUE},
+    {"sigpending", RLIMIT_SIGPENDING}, {"locks", RLIMIT_LOCKS},
+  };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strcmp(names[i].name, name) == 0) return names[i].resource;
+  return -1;
+}
+
+static void parse_args(int argc, char **argv) {
+  STEP("parse_args");
+#define NEXT() (i + 1 < argc ? argv[++i] : (errno = EINVAL, die(EXIT_ARGS, "%s needs a value", a), (char *)0))
+#define PUSH(list, n, v) do { if ((n) >= (int)(sizeof(list) / sizeof((list)[0])) - 0) { errno = E2BIG; die(EXIT_ARGS, "too many %s", a); } (list)[(n)++] = (v); } while (0)
+  int i;
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) { i++; break; }
+    else if (strcmp(a, "--connect") == 0) cfg.connect_path = NEXT();
+    else if (strcmp(a, "--id") == 0) cfg.id = NEXT();
+    else if (strcmp(a, "--channel-fd") == 0) cfg.channel_fd = (int)parse_num(a, NEXT());
+    else if (strcmp(a, "--capture-logs") == 0) cfg.capture_logs = 1;
+    else if (strcmp(a, "--lower") == 0) PUSH(cfg.lowers, cfg.n_lowers, NEXT());
+    else if (strcmp(a, "--upper-size") == 0) cfg.upper_size = parse_num(a, NEXT());
+    else if (strcmp(a, "--upper-inodes") == 0) cfg.upper_inodes = parse_num(a, NEXT());
+    else if (strcmp(a, "--root-mountpoint") == 0) cfg.root_mountpoint = NEXT();
+    else if (strcmp(a, "--dev-node") == 0) PUSH(cfg.dev_nodes, cfg.n_dev_nodes, NEXT());
+    else if (strcmp(a, "--mask") == 0) PUSH(cfg.masks, cfg.n_masks, NEXT());
+    else if (strcmp(a, "--readonly") == 0) PUSH(cfg.readonly, cfg.n_readonly, NEXT());
+    else if (strcmp(a, "--hostname") == 0) cfg.hostname = NEXT();
+    else if (strcmp(a, "--uid-map") == 0) PUSH(cfg.uid_maps, cfg.n_uid_maps, parse_id_map(a, NEXT()));
+    else if (strcmp(a, "--gid-map") == 0) PUSH(cfg.gid_maps, cfg.n_gid_maps, parse_id_map(a, NEXT()));
+    else if (strcmp(a, "--cgroup2") == 0) cfg.cgroup2 = NEXT();
+    else if (strcmp(a, "--cgroup1") == 0) PUSH(cfg.cgroup1, cfg.n_cgroup1, NEXT());
+    else if (strcmp(a, "--uid") == 0) cfg.uid = (uid_t)parse_num(a, NEXT());
+    else if (strcmp(a, "--gid") == 0) cfg.gid = (gid_t)parse_num(a, NEXT());
+    else if (strcmp(a, "--chdir") == 0) cfg.cwd = NEXT();
+    else if (strcmp(a, "--setenv") == 0) PUSH(cfg.env, cfg.n_env, NEXT());
+    else if (strcmp(a, "--seccomp-file") == 0) cfg.seccomp_file = NEXT();
+    else if (strcmp(a, "--rlimit") == 0) {
+      /* NAME=SOFT:HARD */
+      char name[32]; unsigned long long soft, hard;
+      const char *v = NEXT();
+      if (sscanf(v, "%31[a-z]=%llu:%llu", name, &soft, &hard) != 3 || rlimit_by_name(name) < 0) {
+        errno = EINVAL; die(EXIT_ARGS, "--rlimit wants NAME=SOFT:HARD, got %s", v);
+      }
+      struct rlimit_rule r = { rlimit_by_name(name), { soft, hard } };
+      PUSH(cfg.rlimits, cfg.n_rlimits, r);
+    } else { errno = EINVAL; die(EXIT_ARGS, "unknown option %s", a); }
+  }
+  cfg.env[cfg.n_env] = NULL;
+  cfg.argv = argv + i;
+  errno = EINVAL;
+  if (i >= argc) die(EXIT_ARGS, "no program given after --");
+  if (cfg.n_lowers == 0) die(EXIT_ARGS, "at least one --lower is required");
+  if (!cfg.root_mountpoint) die(EXIT_ARGS, "--root-mountpoint is required");
+  if (cfg.n_uid_maps == 0 || cfg.n_gid_maps == 0) die(EXIT_ARGS, "--uid-map and --gid-map are required");
+  if (cfg.upper_size == 0) die(EXIT_ARGS, "--upper-size is required");
+  if (!cfg.cwd) cfg.cwd = "/";
+  if ((cfg.channel_fd || cfg.capture_logs) && !cfg.connect_path) die(EXIT_ARGS, "--channel-fd and --capture-logs need --connect");
+  if (cfg.connect_path && !cfg.id) die(EXIT_ARGS, "--connect needs --id");
+  if (cfg.channel_fd && (cfg.channel_fd < 3 || cfg.channel_fd >= 64)) die(EXIT_ARGS, "--channel-fd must be 3..63");
+  errno = 0;
+#undef NEXT
+#undef PUSH
+}
+
+/* ---------- 3. the root layer ---------- */
+
+/* A root layer is a tmpfs (holding upper/ and work/) and an overlay of the
+ * read-only lowers under that upper, both detached: nothing appears in the
+ * host's mount table, so host mount namespace copies stay cheap and the
+ * layer vanishes with its last reference even if every fnbox process is
+ * SIGKILLed. */
+struct layer { int tmpfs_fd; int root_fd; };
+
+static void fs_set(int fs, const char *key, const char *value) {
+  if (syscall(SYS_fsconfig, fs, value ? FSCONFIG_SET_STRING : FSCONFIG_SET_FLAG, key, value, 0) < 0)
+    die(EXIT_LAYER, "fsconfig %s=%s", key, value ? value : "(flag)");
+}
+
+static int make_root_layer(struct layer *out, int phase) {
+  char buf[PATH_MAX * 2];
+  (void)phase;
+  STEP("tmpfs");
+  int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+  if (fs < 0) die(EXIT_LAYER, "fsopen tmpfs");
+  snprintf(buf, sizeof buf, "%llu", cfg.upper_size);
+  fs_set(fs, "size", buf);
+  if (cfg.upper_inodes) { snprintf(buf, sizeof buf, "%llu", cfg.upper_inodes); fs_set(fs, "nr_inodes", buf); }
+  fs_set(fs, "mode", "0755");
+  if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) die(EXIT_LAYER, "create tmpfs");
+  out->tmpfs_fd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+  if (out->tmpfs_fd < 0) die(EXIT_LAYER, "fsmount tmpfs");
+  close(fs);
+  if (mkdirat(out->tmpfs_fd, "upper", 0755) < 0) die(EXIT_LAYER, "mkdir upper");
+  if (mkdirat(out->tmpfs_fd, "work", 0700) < 0) die(EXIT_LAYER, "mkdir work");
+
+  STEP("overlay");
+  fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+  if (fs < 0) die(EXIT_LAYER, "fsopen overlay");
+  size_t used = 0;
+  for (int i = 0; i < cfg.n_lowers; i++) {
+    int n = snprintf(buf + used, sizeof buf - used, "%s%s", i ? ":" : "", cfg.lowers[i]);
+    if (n < 0 || (size_t)n >= sizeof buf - used) { errno = ENAMETOOLONG; die(EXIT_LAYER, "lowerdir list"); }
+    used += (size_t)n;
+  }
+  fs_set(fs, "lowerdir", buf);
+  /* The upper lives on the detached tmpfs; /proc/self/fd reaches it. */
+  snprintf(buf, sizeof buf, "/proc/self/fd/%d/upper", out->tmpfs_fd);
+  fs_set(fs, "upperdir", buf);
+  snprintf(buf, sizeof buf, "/proc/self/fd/%d/work", out->tmpfs_fd);
+  fs_set(fs, "workdir", buf);
+  /* tmpfs has nothing to sync; an index or redirects buy nothing here. */
+  fs_set(fs, "volatile", NULL);
+  if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) die(EXIT_LAYER, "create overlay");
+  out->root_fd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+  if (out->root_fd < 0) die(EXIT_LAYER, "fsmount overlay");
+  close(fs);
+  return 0;
+}
+
+/* ---------- 8. filesystem inside the sandbox ---------- */
+
+static void path_join(char *out, size_t size, const char *a, const char *b) {
+  if ((size_t)snprintf(out, size, "%s%s", a, b) >= size) { errno = ENAMETOOLONG; die(EXIT_MOUNT, "path %s%s", a, b); }
+}
+
+/* /dev is a small tmpfs with the host's harmless device nodes bind-mounted
+ * in: a user namespace cannot mknod, and a devtmpfs would show everything. */
+static void setup_dev(const char *root) {
+  char dev[PATH_MAX], target[PATH_MAX], source[PATH_MAX];
+  STEP("mount_dev");
+  path_join(dev, sizeof dev, root, "/dev");
+  if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64") < 0)
+    die(EXIT_MOUNT, "mount tmpfs on %s", dev);
+  for (int i = 0; i < cfg.n_dev_nodes; i++) {
+    STEP("bind_dev_node");
+    path_join(target, sizeof target, dev, "/");
+    strncat(target, cfg.dev_nodes[i], sizeof target - strlen(target) - 1);
+    path_join(source, sizeof source, "/dev/", cfg.dev_nodes[i]);
+    int fd = open(target, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (fd < 0) die(EXIT_MOUNT, "create %s", target);
+    close(fd);
+    if (mount(source, target, NULL, MS_BIND, NULL) < 0) die(EXIT_MOUNT, "bind %s", source);
+  }
+  STEP("dev_links");
+  static const char *links[][2] = {
+    {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+    {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+  };
+  for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+    path_join(target, sizeof target, dev, "/");
+    strncat(target, links[i][1], sizeof target - strlen(target) - 1);
+    if (symlink(links[i][0], target) < 0) die(EXIT_MOUNT, "symlink %s", target);
+  }
+  /* Sealed: nothing can be added to /dev later. */
+  if (mount(NULL, dev, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "mode=0755") < 0)
+    die(EXIT_MOUNT, "remount %s read-only", dev);
+}
+
+/* Mask with an empty read-only tmpfs (directories) or /dev/null (files),
+ * as runc does for /proc/kcore and friends. Resolved without following a
+ * symlink at the last component: the lowers are ours, but be strict. */
+static void apply_masks(const char *root) {
+  char target[PATH_MAX], null_path[PATH_MAX];
+  path_join(null_path, sizeof null_path, root, "/dev/null");
+  for (int i = 0; i < cfg.n_masks; i++) {
+    STEP("mask");
+    struct stat st;
+    path_join(target, sizeof target, root, cfg.masks[i]);
+    if (lstat(target, &st) < 0) { if (errno == ENOENT) continue; die(EXIT_MOUNT, "stat %s", target); }
+    if (S_ISDIR(st.st_mode)) {
+      if (mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,nr_inodes=1") < 0)
+        die(EXIT_MOUNT, "mask dir %s", target);
+    } else if (!S_ISLNK(st.st_mode)) {
+      if (mount(null_path, target, NULL, MS_BIND, NULL) < 0) die(EXIT_MOUNT, "mask file %s", target);
+    }
+  }
+  for (int i = 0; i < cfg.n_readonly; i++) {
+    STEP("readonly");
+    struct stat st;
+    path_join(target, sizeof target, root, cfg.readonly[i]);
+    if (lstat(target, &st) < 0) { if (errno == ENOENT) continue; die(EXIT_MOUNT, "stat %s", target); }
+    if (S_ISLNK(st.st_mode)) continue;
+    if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0) die(EXIT_MOUNT, "bind %s", target);
+    if (mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+      die(EXIT_MOUNT, "remount %s read-only", target);
+  }
+}
+
+/* Runs while we still hold the host's uid 0 for file access (with
+ * capabilities only in our own user namespace): the attach point may sit in
+ * a 0700 state dir. Everything after works relative to the new root. */
+static void attach_root_layer(int root_fd) {
+  /* Our copy of the host mounts must not propagate back to the host. */
+  STEP("make_root_private");
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die(EXIT_MOUNT, "make / private");
+
+  STEP("attach_root");
+  if (syscall(SYS_move_mount, root_fd, "", AT_FDCWD, cfg.root_mountpoint, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+    die(EXIT_MOUNT, "move_mount root layer to %s", cfg.root_mountpoint);
+  close(root_fd);
+  if (chdir(cfg.root_mountpoint) < 0) die(EXIT_MOUNT, "chdir %s", cfg.root_mountpoint);
+}
+
+/* As root of the user namespace, in the new root (our cwd). Files made here
+ * belong to ids the namespace can map. */
+static void finish_filesystem(void) {
+  /* A proc of our own pid namespace: the host's processes are not in it. */
+  STEP("mount_proc");
+  if (mount("proc", "./proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL) < 0) die(EXIT_MOUNT, "mount proc");
+
+  setup_dev(".");
+  apply_masks(".");
+
+  /* pivot_root(".", ".") stacks the old root under the new one; detaching
+   * it leaves no path back to the host filesystem. */
+  STEP("pivot_root");
+  if (syscall(SYS_pivot_root, ".", ".") < 0) die(EXIT_MOUNT, "pivot_root");
+  if (umount2(".", MNT_DETACH) < 0) die(EXIT_MOUNT, "detach old root");
+  if (chdir("/") < 0) die(EXIT_MOUNT, "chdir /");
+
+  if (cfg.hostname) {
+    STEP("sethostname");
+    if (sethostname(cfg.hostname, strlen(cfg.hostname)) < 0) die(EXIT_MOUNT, "sethostname");
+  }
+}
+
+/* ---------- 10. the program ---------- */
+
+static void drop_capabilities(void) {
+  STEP("drop_bounding_caps");
+  for (int cap = 0; cap <= 63; cap++) {
+    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;  /* past CAP_LAST_CAP */
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) die(EXIT_PRIVS, "drop bounding cap %d", cap);
+  }
+  STEP("clear_ambient_caps");
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) die(EXIT_PRIVS, "clear ambient caps");
+}
+
+static void clear_capability_sets(void) {
+  STEP("capset_zero");
+  struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+  struct __user_cap_data_struct data[2];
+  memset(data, 0, sizeof data);
+  if (syscall(SYS_capset, &hdr, data) < 0) die(EXIT_PRIVS, "capset");
+}
+
+/* Move the fds handed over on purpose to their agreed numbers and close
+ * every other one, so nothing of the host leaks past execve. */
+static void arrange_fds(void) {
+  STEP("arrange_fds");
+  int high[8], max_target = 2;
+  /* Keep the error pipe clear of the numbers the program expects. */
+  int status_high = fcntl(cfg.status_fd, F_DUPFD_CLOEXEC, 64);
+  if (status_high < 0) die(EXIT_PRIVS, "dup error pipe");
+  cfg.status_fd = status_high;
+  for (int i = 0; i < cfg.n_passes; i++) {
+    high[i] = fcntl(cfg.passes[i].host_fd, F_DUPFD_CLOEXEC, 64);
+    if (high[i] < 0) die(EXIT_PRIVS, "dup fd %d", cfg.passes[i].host_fd);
+  }
+  for (int i = 0; i < cfg.n_passes; i++) {
+    if (dup2(high[i], cfg.passes[i].child_fd) < 0) die(EXIT_PRIVS, "dup2 to fd %d", cfg.passes[i].child_fd);
+    if (cfg.passes[i].child_fd > max_target) max_target = cfg.passes[i].child_fd;
+  }
+  for (int fd = 3; fd <= max_target; fd++) {
+    int wanted = 0;
+    for (int i = 0; i < cfg.n_passes; i++) wanted |= cfg.passes[i].child_fd == fd;
+    if (!wanted) close(fd);
+  }
+  /* The error pipe stays open (cloexec) until execve succeeds. */
+  if (syscall(SYS_close_range, max_target + 1, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */) < 0)
+    die(EXIT_PRIVS, "close_range");
+}
+
+static void load_seccomp(struct sock_fprog *prog) {
+  STEP("read_seccomp");
+  prog->len = 0; prog->filter = NULL;
+  if (cfg.seccomp_fd < 0) return;
+  static struct sock_filter filter[4096];
+  size_t got = 0;
+  for (;;) {
+    ssize_t n = read(cfg.seccomp_fd, (char *)filter + got, sizeof filter - got);
+    if (n < 0) { if (errno == EINTR) continue; die(EXIT_PRIVS, "read seccomp program"); }
+    if (n == 0) break;
+    got += (size_t)n;
+    if (got == sizeof filter) { errno = E2BIG; die(EXIT_PRIVS, "seccomp program too long"); }
+  }
+  close(cfg.seccomp_fd);
+  if (got == 0 || got % sizeof(struct sock_filter)) { errno = EINVAL; die(EXIT_PRIVS, "seccomp program of %zu bytes", got); }
+  prog->len = (unsigned short)(got / sizeof(struct sock_filter));
+  prog->filter = filter;
+}
+
+__attribute__((noreturn))
+static void exec_program(void) {
+  struct sock_fprog seccomp_prog;
+  load_seccomp(&seccomp_prog);
+
+  /* A new session: no controlling terminal to push input into (TIOCSTI). */
+  STEP("setsid");
+  if (setsid() < 0) die(EXIT_PRIVS, "setsid");
+  STEP("pdeathsig");
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_PRIVS, "PR_SET_PDEATHSIG");
+
+  /* Before the rlimits: a low RLIMIT_NOFILE would refuse our dups. */
+  arrange_fds();
+
+  STEP("rlimits");
+  for (int i = 0; i < cfg.n_rlimits; i++)
+    if (setrlimit(cfg.rlimits[i].resource, &cfg.rlimits[i].value) < 0) die(EXIT_PRIVS, "setrlimit %d", cfg.rlimits[i].resource);
+
+  /* The bounding set can only be emptied while we still hold CAP_SETPCAP. */
+  drop_capabilities();
+  STEP("setresgid");
+  if (setresgid(cfg.gid, cfg.gid, cfg.gid) < 0) die(EXIT_PRIVS, "setresgid %u", cfg.gid);
+  STEP("setresuid");
+  if (setresuid(cfg.uid, cfg.uid, cfg.uid) < 0) die(EXIT_PRIVS, "setresuid %u", cfg.uid);
+  clear_capability_sets();
+
+  STEP("chdir");
+  if (chdir(cfg.cwd) < 0) die(EXIT_PRIVS, "chdir %s", cfg.cwd);
+
+  STEP("no_new_privs");
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die(EXIT_PRIVS, "PR_SET_NO_NEW_PRIVS");
+
+  /* Last thing before execve, so the filter need not allow our setup. */
+  if (seccomp_prog.len) {
+    STEP("seccomp");
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &seccomp_prog) < 0) die(EXIT_PRIVS, "seccomp");
+  }
+
+  STEP("execve");
+  execve(cfg.argv[0], cfg.argv, cfg.env);
+  die(EXIT_EXEC, "execve %s", cfg.argv[0]);
+}
+
+/* ---------- 7-9. PID 1 of the sandbox ---------- */
+
+/* Pipes shared by monitor and child. */
+static int go_pipe[2];    /* monitor -> child: ids are mapped, cgroups joined */
+static int exit_pipe[2];  /* init -> monitor: the program's wait status */
+
+__attribute__((noreturn))
+static void sandbox_init(int root_fd) {
+  char go;
+  close(go_pipe[1]);
+  close(exit_pipe[0]);
+  STEP("wait_for_release");
+  if (read(go_pipe[0], &go, 1) != 1) _exit(EXIT_IDMAP);  /* monitor died or failed */
+  close(go_pipe[0]);
+
+  /* Not dumpable: the program cannot open /proc/1/exe (the host launcher). */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die(EXIT_IDMAP, "PR_SET_DUMPABLE");
+  /* Joined the cgroups before this point, so the namespace roots there. */
+  STEP("unshare_cgroup_ns");
+  if (unshare(CLONE_NEWCGROUP) < 0) die(EXIT_IDMAP, "unshare cgroup namespace");
+
+  attach_root_layer(root_fd);
+
+  /* Root of the user namespace now; the host uid behind it is unprivileged. */
+  STEP("become_ns_root");
+  if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die(EXIT_IDMAP, "setresuid 0 in user namespace");
+
+  finish_filesystem();
+
+  STEP("fork_program");
+  pid_t program = fork();
+  if (program < 0) die(EXIT_INIT, "fork");
+  if (program == 0) exec_program();
+
+  /* Init keeps only the exit pipe: channel fds held here would hide EOF. */
+  int keep = exit_pipe[1];
+  if (dup2(keep, 3) < 0) die(EXIT_INIT, "dup2 exit pipe");
+  syscall(SYS_close_range, 4, ~0U, 0);
+  cfg.status_fd = -1;
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
+
+  for (;;) {
+    int status;
+    pid_t done = waitpid(-1, &status, 0);
+    if (done < 0) { if (errno == EINTR) continue; _exit(EXIT_INIT); }
+    if (done == program) {
+      (void)!write(3, &status, sizeof status);
+      /* Our exit takes every other process of the namespace with it. */
+      _exit(0);
+    }
+  }
+}
+
+/* ---------- 5. ids and cgroups, from the monitor ---------- */
+
+static void write_file(const char *path, const char *data) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) die(EXIT_IDMAP, "open %s", path);
+  ssize_t len = (ssize_t)strlen(data);
+  if (write(fd, data, (size_t)len) != len) die(EXIT_IDMAP, "write %s", path);
+  close(fd);
+}
+
+static void write_id_map(pid_t pid, const char *file, struct id_map *maps, int n) {
+  char path[64], data[512];
+  size_t used = 0;
+  for (int i = 0; i < n; i++)
+    used += (size_t)snprintf(data + used, sizeof data - used, "%u %u %u\n", maps[i].inside, maps[i].outside, maps[i].count);
+  snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+  write_file(path, data);
+}
+
+static void map_ids_and_attach(pid_t child) {
+  char path[64], pid_text[32];
+  STEP("uid_map");
+  write_id_map(child, "uid_map", cfg.uid_maps, cfg.n_uid_maps);
+  STEP("setgroups_deny");
+  snprintf(path, sizeof path, "/proc/%d/setgroups", child);
+  write_file(path, "deny");
+  STEP("gid_map");
+  write_id_map(child, "gid_map", cfg.gid_maps, cfg.n_gid_maps);
+  /* v1 hierarchies have no CLONE_INTO_CGROUP: join before the release. */
+  STEP("attach_cgroup1");
+  snprintf(pid_text, sizeof pid_text, "%d", child);
+  for (int i = 0; i < cfg.n_cgroup1; i++) {
+    char procs[PATH_MAX];
+    if ((size_t)snprintf(procs, sizeof procs, "%s/cgroup.procs", cfg.cgroup1[i]) >= sizeof procs) { errno = ENAMETOOLONG; die(EXIT_IDMAP, "%s", cfg.cgroup1[i]); }
+    write_file(procs, pid_text);
+  }
+}
+
+/* ---------- 6. per-call root reset (DESIGN.md §2) ---------- */
+
+struct sandbox_handle { pid_t init; int mnt_ns_fd; int host_mnt_fd; struct layer layer; };
+
+static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer *fresh) {
+  int saved = errno;
+  if (fresh->root_fd >= 0) close(fresh->root_fd);
+  if (fresh->tmpfs_fd >= 0) close(fresh->tmpfs_fd);
+  /* Back home whatever happened, or the next reset resolves paths wrongly. */
+  if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
+  emit("{\"event\":\"reset\",\"ok\":false,\"step\":\"%s\",\"errno\":%d,\"message\":\"%s\"}", step, saved, strerror(saved));
+  return -1;
+}
+
+/* Swap the running sandbox onto a fresh layer. Runs in the monitor: the
+ * layer is built with host paths first, then we step into the sandbox's
+ * mount namespace, attach it, move /proc and /dev across, pivot, and detach
+ * the old root. pivot_root moves every process whose root is the old root. */
+static int reset_root(struct sandbox_handle *sb) {
+  long long started = now_us();
+  struct layer fresh = { -1, -1 };
+  char proc_root[64];
+  STEP("reset_layer");
+  make_root_layer(&fresh, EXIT_LAYER);
+
+  if (sb->mnt_ns_fd < 0) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/mnt", sb->init);
+    sb->mnt_ns_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sb->mnt_ns_fd < 0) return reset_fail(sb, "open_mnt_ns", &fresh);
+  }
+  snprintf(proc_root, sizeof proc_root, "/proc/%d/root", sb->init);
+  int root_dir = open(proc_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root_dir < 0) return reset_fail(sb, "open_sandbox_root", &fresh);
+  if (setns(sb->mnt_ns_fd, CLONE_NEWNS) < 0) { close(root_dir); return reset_fail(sb, "setns", &fresh); }
+  if (fchdir(root_dir) < 0 || chroot(".") < 0) { close(root_dir); return reset_fail(sb, "chroot", &fresh); }
+  close(root_dir);
+  /* The staging dir may be missing or replaced by the program; it lives in
+   * the layer we are about to discard, so recreating it harms nothing. */
+  const char *next = "/.fnbox-next";
+  if (mkdir(next, 0700) < 0 && errno != EEXIST) return reset_fail(sb, "mkdir_next", &fresh);
+  struct stat st;
+  if (lstat(next, &st) < 0 || !S_ISDIR(st.st_mode)) { errno = ENOTDIR; return reset_fail(sb, "check_next", &fresh); }
+  if (syscall(SYS_move_mount, fresh.root_fd, "", AT_FDCWD, next, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+    return reset_fail(sb, "move_mount", &fresh);
+  close(fresh.root_fd); fresh.root_fd = -1;
+  if (mount("/proc", "/.fnbox-next/proc", NULL, MS_MOVE, NULL) < 0) return reset_fail(sb, "move_proc", &fresh);
+  if (mount("/dev", "/.fnbox-next/dev", NULL, MS_MOVE, NULL) < 0) return reset_fail(sb, "move_dev", &fresh);
+  if (chdir(next) < 0) return reset_fail(sb, "chdir_next", &fresh);
+  if (syscall(SYS_pivot_root, ".", ".") < 0) return reset_fail(sb, "pivot_root", &fresh);
+  if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);
+  if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
+  close(sb->layer.tmpfs_fd);
+  sb->layer.tmpfs_fd = fresh.tmpfs_fd;
+  emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"us\":%lld}", sb->layer.tmpfs_fd, now_us() - started);
+  return 0;
+}
+
+/* ---------- connections to the gateway ---------- */
+
+/* Each connection starts with one line naming the sandbox and the role of
+ * the stream, so the gateway can pair it with the sandbox it asked for. */
+static int connect_role(const char *role) {
+  STEP("connect_gateway");
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  if (strlen(cfg.connect_path) >= sizeof addr.sun_path) { errno = ENAMETOOLONG; die(EXIT_ARGS, "socket path %s", cfg.connect_path); }
+  strcpy(addr.sun_path, cfg.connect_path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) die(EXIT_ARGS, "socket");
+  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die(EXIT_ARGS, "connect %s", cfg.connect_path);
+  char hello[256];
+  int n = snprintf(hello, sizeof hello, "fnbox-hello %s %s %d\n", cfg.id, role, getpid());
+  if (n < 0 || n >= (int)sizeof hello || write(fd, hello, (size_t)n) != n) die(EXIT_ARGS, "hello on %s", role);
+  return fd;
+}
+
+static void push_pass(int host_fd, int child_fd) {
+  cfg.passes[cfg.n_passes].host_fd = host_fd;
+  cfg.passes[cfg.n_passes].child_fd = child_fd;
+  cfg.n_passes++;
+}
+
+/* Decide which host fd becomes the program's 0, 1, 2 and channel. */
+static void open_streams(void) {
+  if (!cfg.connect_path) return;  /* one-shot: the program inherits our stdio */
+  int control = connect_role("control");
+  cfg.status_fd = cfg.control_fd = control;
+  STEP("open_dev_null");
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd < 0) die(EXIT_ARGS, "open /dev/null");
+  push_pass(null_fd, 0);
+  int log_fd = cfg.capture_logs ? connect_role("log") : null_fd;
+  push_pass(log_fd, 1);
+  push_pass(log_fd, 2);
+  if (cfg.channel_fd) push_pass(connect_role("channel"), cfg.channel_fd);
+}
+
+/* ---------- the monitor ---------- */
+
+static void report_exit(int status) {
+  if (WIFEXITED(status)) emit("{\"event\":\"exit\",\"code\":%d}", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status)) emit("{\"event\":\"exit\",\"signal\":%d}", WTERMSIG(status));
+}
+
+static int run_monitor(int argc, char **argv) {
+  long long started = now_us();
+  int error_pipe[2];
+  parse_args(argc, argv);
+
+  /* If the gateway (or the zygote) dies, we die; our child dies with us. */
+  STEP("pdeathsig");
+  pid_t parent = getppid();
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_ARGS, "PR_SET_PDEATHSIG");
+  if (getppid() != parent) _exit(EXIT_ARGS);
+  /* Host supplementary groups would survive setgroups=deny: drop them. */
+  STEP("setgroups");
+  if (setgroups(0, NULL) < 0) die(EXIT_ARGS, "setgroups");
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die(EXIT_ARGS, "PR_SET_DUMPABLE");
+
+  open_streams();
+
+  if (cfg.seccomp_file) {
+    STEP("open_seccomp");
+    cfg.seccomp_fd = open(cfg.seccomp_file, O_RDONLY | O_CLOEXEC);
+    if (cfg.seccomp_fd < 0) die(EXIT_ARGS, "open %s", cfg.seccomp_file);
+  }
+
+  struct sandbox_handle sb = { .mnt_ns_fd = -1 };
+  make_root_layer(&sb.layer, EXIT_LAYER);
+
+  STEP("open_host_mnt_ns");
+  sb.host_mnt_fd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+  if (sb.host_mnt_fd < 0) die(EXIT_CLONE, "open /proc/self/ns/mnt");
+
+  STEP("pipes");
+  if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(error_pipe, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0)
+    die(EXIT_CLONE, "pipe2");
+
+  STEP("clone3");
+  struct clone_args args;
+  memset(&args, 0, sizeof args);
+  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+  args.exit_signal = SIGCHLD;
+  int cgroup_fd = -1;
+  if (cfg.cgroup2) {
+    cgroup_fd = open(cfg.cgroup2, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cgroup_fd < 0) die(EXIT_CLONE, "open cgroup %s", cfg.cgroup2);
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = (uint64_t)cgroup_fd;
+  }
+  pid_t child = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+  if (child < 0) die(EXIT_CLONE, "clone3");
+  if (child == 0) {
+    /* Child errors reach the monitor through the error pipe, which closes
+     * on the program's successful execve. */
+    close(error_pipe[0]);
+    cfg.status_fd = error_pipe[1];
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_CLONE, "PR_SET_PDEATHSIG");
+    sandbox_init(sb.layer.root_fd);
+  }
+  if (cgroup_fd >= 0) close(cgroup_fd);
+  close(go_pipe[0]);
+  close(error_pipe[1]);
+  close(exit_pipe[1]);
+  close(sb.layer.root_fd);
+  sb.layer.root_fd = -1;
+  sb.init = child;
+  /* The program's streams are the child's business from here on. */
+  for (int i = 0; i < cfg.n_passes; i++)
+    if (cfg.passes[i].host_fd != cfg.control_fd && cfg.passes[i].host_fd > 2) close(cfg.passes[i].host_fd);
+  if (cfg.seccomp_fd >= 0) close(cfg.seccomp_fd);
+
+  map_ids_and_attach(child);
+  STEP("release");
+  if (write(go_pipe[1], "g", 1) != 1) die(EXIT_IDMAP, "release child");
+  close(go_pipe[1]);
+
+  /* EOF on the error pipe: the program's execve succeeded, or it died. */
+  char error_line[1024];
+  ssize_t got = 0, n;
+  while ((n = read(error_pipe[0], error_line + got, sizeof error_line - 1 - (size_t)got)) > 0) got += n;
+  close(error_pipe[0]);
+  if (got > 0) {
+    int status = 0, program_status = 0;
+    /* Relay the child's own words; they already carry step and errno. */
+    (void)!write(cfg.status_fd, error_line, (size_t)got);
+    waitpid(child, &status, 0);
+    if (read(exit_pipe[0], &program_status, sizeof program_status) == sizeof program_status) status = program_status;
+    return WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : EXIT_INIT;
+  }
+  /* t0 is CLOCK_MONOTONIC, the clock of Node's process.hrtime: the gateway
+   * can tell time spent reaching us from time spent booting. */
+  emit("{\"event\":\"started\",\"pid\":%d,\"monitor\":%d,\"upper_fd\":%d,\"t0\":%lld,\"us\":%lld}",
+       child, getpid(), sb.layer.tmpfs_fd, started, now_us() - started);
+
+  STEP("monitor");
+  int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+  if (pidfd < 0) die(EXIT_INIT, "pidfd_open");
+  struct pollfd fds[2] = { { pidfd, POLLIN, 0 }, { cfg.control_fd, POLLIN, 0 } };
+  char command[64];
+  size_t command_len = 0;
+  for (;;) {
+    if (poll(fds, cfg.control_fd >= 0 ? 2 : 1, -1) < 0) { if (errno == EINTR) continue; die(EXIT_INIT, "poll"); }
+    if (fds[0].revents) break;
+    if (fds[1].revents) {
+      ssize_t r = read(cfg.control_fd, command + command_len, sizeof command - command_len);
+      if (r <= 0) {
+        /* The gateway let go of us: the sandbox goes too. */
+        kill(child, SIGKILL);
+        fds[1].fd = -1;
+        continue;
+      }
+      command_len += (size_t)r;
+      char *newline;
+      while ((newline = memchr(command, '\n', command_len))) {
+        *newline = 0;
+        if (strcmp(command, "reset") == 0) reset_root(&sb);
+        else emit("{\"event\":\"error\",\"phase\":0,\"step\":\"control\",\"errno\":22,\"message\":\"unknown command\"}");
+        size_t rest = command_len - (size_t)(newline + 1 - command);
+        memmove(command, newline + 1, rest);
+        command_len = rest;
+      }
+      if (command_len == sizeof command) command_len = 0;
+    }
+  }
+
+  int status = 0, program_status = 0;
+  if (waitpid(child, &status, 0) < 0) die(EXIT_INIT, "waitpid");
+  /* Init hands over the program's status; without it, init itself was
+   * killed (cgroup kill, OOM, our SIGKILL) and its status is the story. */
+  if (read(exit_pipe[0], &program_status, sizeof program_status) == sizeof program_status) status = program_status;
+  report_exit(status);
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+/* ---------- the zygote ---------- */
+
+static int read_full(int fd, void *buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = read(fd, (char *)buf + got, len - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+/* Request: u32 (little endian) length, then NUL-terminated arguments. */
+static int serve_requests(void) {
+  STEP("server");
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_ARGS, "PR_SET_PDEATHSIG");
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die(EXIT_ARGS, "PR_SET_DUMPABLE");
+  /* Monitors report for themselves; the kernel reaps them for us. */
+  signal(SIGCHLD, SIG_IGN);
+  static char request[256 * 1024];
+  static char *args[1024];
+  for (;;) {
+    uint32_t len;
+    if (read_full(0, &len, sizeof len) < 0) return 0;  /* gateway gone */
+    if (len == 0 || len > sizeof request - 1) { errno = E2BIG; die(EXIT_ARGS, "request of %u bytes", len); }
+    if (read_full(0, request, len) < 0) return 0;
+    request[len] = 0;
+    int n = 0;
+    args[n++] = "fnbox-launcher";
+    for (size_t at = 0; at < len && n < (int)(sizeof args / sizeof args[0]) - 1; at += strlen(request + at) + 1)
+      args[n++] = request + at;
+    args[n] = NULL;
+    pid_t pid = fork();
+    if (pid < 0) { emit("{\"event\":\"error\",\"phase\":%d,\"step\":\"fork_monitor\",\"errno\":%d,\"message\":\"fork: %s\"}", EXIT_CLONE, errno, strerror(errno)); continue; }
+    if (pid == 0) {
+      signal(SIGCHLD, SIG_DFL);
+      close(0);
+      _exit(run_monitor(n, args));
+    }
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--server") == 0) return serve_requests();
+  return run_monitor(argc, argv);
+}

@@ -1,0 +1,62 @@
+// Directory handling shared by every driver: making and removing cgroup
+// directories, and finding leftovers of an earlier run.
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { CgroupFs } from './fs.js';
+
+export function ensureDir(fs: CgroupFs, dir: string): void {
+  if (!fs.exists(dir)) fs.mkdir(dir);
+}
+
+export function tryRead(fs: CgroupFs, path: string): string | undefined {
+  try {
+    return fs.read(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * rmdir, retrying while the kernel still counts exiting tasks: a cgroup is
+ * busy until the last zombie of the sandbox has been reaped.
+ */
+export async function removeDir(fs: CgroupFs, dir: string, attempts = 100): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.rmdir(dir);
+      return;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || attempt >= attempts) throw error;
+      await sleep(attempt < 10 ? 1 : 10);
+    }
+  }
+}
+
+/** Kill every process listed in a cgroup (when there is no cgroup.kill). */
+export function killListed(fs: CgroupFs, dir: string): void {
+  for (const pid of (tryRead(fs, join(dir, 'cgroup.procs')) ?? '').split('\n')) {
+    if (!pid) continue;
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Child cgroup directories of a parent (leftover sandboxes). */
+export function childDirs(fs: CgroupFs, parent: string): string[] {
+  try {
+    return fs.listDirs(parent).map((name) => join(parent, name));
+  } catch {
+    return [];
+  }
+}
+
+export function writeIfPresent(fs: CgroupFs, path: string, value: string): boolean {
+  if (!fs.exists(path)) return false;
+  fs.write(path, value);
+  return true;
+}

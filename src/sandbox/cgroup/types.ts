@@ -1,0 +1,61 @@
+// The cgroup driver interface: one shape for pure v2, hybrid and v1, chosen
+// once at start (crun's libcrun_cgroup_manager). The sandbox module only
+// talks to this interface.
+
+export type CgroupMode = 'v2' | 'hybrid' | 'v1';
+
+export interface CgroupLimits {
+  memoryBytes: number;
+  /** Fraction of one core (0.5 = half a core), or undefined for no cap. */
+  cpus?: number;
+  cpuPeriodUs: number;
+  pidsMax: number;
+}
+
+/** Where a sandbox's cgroup lives, and how the launcher joins it. */
+export interface SandboxCgroup {
+  readonly name: string;
+  /** Every directory made for this sandbox, leaf first per hierarchy. */
+  readonly dirs: readonly string[];
+  /** The cgroup2 directory the launcher clones into (CLONE_INTO_CGROUP). */
+  readonly cloneInto?: string;
+  /** v1 directories the launcher attaches the child to before releasing it. */
+  readonly attachBeforeRelease: readonly string[];
+  /** The directory shown to users as "the" cgroup (memory's). */
+  readonly primaryDir: string;
+}
+
+export interface CgroupUsage {
+  memoryCurrentBytes: number;
+  memoryPeakBytes: number;
+  cpuUsageUs: number;
+  nrThrottled: number;
+  throttledUs: number;
+  pidsCurrent: number;
+}
+
+export interface CgroupEvents {
+  /** Processes the kernel's OOM killer killed in this cgroup. */
+  oomKills: number;
+  /** Times a fork failed because pids.max was reached. */
+  pidsMaxHits: number;
+}
+
+export interface CgroupDriver {
+  readonly mode: CgroupMode;
+  /** One line for logs and /healthz: which driver, where. */
+  readonly description: string;
+  create(name: string, limits: CgroupLimits): SandboxCgroup;
+  usage(cgroup: SandboxCgroup): CgroupUsage;
+  events(cgroup: SandboxCgroup): CgroupEvents;
+  /** Starts a new peak-memory window (per-call receipts). */
+  resetPeak(cgroup: SandboxCgroup): void;
+  /** Kills every process of the sandbox at once. */
+  kill(cgroup: SandboxCgroup, initPid?: number): void;
+  /** Removes the sandbox's directories; its processes must be gone. */
+  destroy(cgroup: SandboxCgroup): Promise<void>;
+  /** Removes leftovers of an earlier run with the same state dir; returns how many. */
+  sweep(): Promise<number>;
+  /** Removes the driver's own parent directories (gateway shutdown). */
+  close(): Promise<void>;
+}

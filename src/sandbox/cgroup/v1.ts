@@ -1,0 +1,148 @@
+// cgroup v1 controllers (memory, cpu, cpuacct, pids), with or without a
+// cgroup2 mount beside them. With one (hybrid), the v2 tree gives us
+// CLONE_INTO_CGROUP for membership and cgroup.kill for an atomic kill; the
+// v1 hierarchies are joined by the launcher before it releases the child.
+// Without one (pure v1), the kill goes to the sandbox's PID 1: the kernel
+// then kills the whole PID namespace at once (zap_pid_ns_processes).
+import { join } from 'node:path';
+import { FnboxError } from '../../errors.js';
+import { childDirs, ensureDir, killListed, removeDir, tryRead, writeIfPresent } from './common.js';
+import type { CgroupHost } from './detect.js';
+import { parseFlatKeyed } from './files.js';
+import { realCgroupFs, type CgroupFs } from './fs.js';
+import type { CgroupDriver, CgroupEvents, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+
+const CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;
+type Controller = (typeof CONTROLLERS)[number];
+
+interface V1Sandbox extends SandboxCgroup {
+  readonly byController: ReadonlyMap<Controller, string>;
+}
+
+export class V1CgroupDriver implements CgroupDriver {
+  readonly mode: 'hybrid' | 'v1';
+  readonly description: string;
+  private readonly parents = new Map<Controller, string>();
+  private readonly unifiedParent?: string;
+  private readonly hasMemsw: boolean;
+
+  constructor(host: CgroupHost, parentName: string, private readonly fs: CgroupFs = realCgroupFs) {
+    this.mode = host.unifiedSelf ? 'hybrid' : 'v1';
+    for (const controller of CONTROLLERS) {
+      const self = host.v1Self.get(controller);
+      if (self) this.parents.set(controller, join(self, parentName));
+    }
+    for (const required of ['memory', 'cpu', 'pids'] as const) {
+      if (!this.parents.has(required)) throw new FnboxError('HostUnsupported', `cgroup v1: the ${required} controller is not mounted`);
+    }
+    // Co-mounted controllers (cpu,cpuacct) share one directory: make it once.
+    for (const dir of new Set(this.parents.values())) ensureDir(fs, dir);
+    if (host.unifiedSelf) {
+      this.unifiedParent = join(host.unifiedSelf, parentName);
+      ensureDir(fs, this.unifiedParent);
+    }
+    this.hasMemsw = fs.exists(join(this.parents.get('memory')!, 'memory.memsw.limit_in_bytes'));
+    this.description = `cgroup ${this.mode}: v1 ${[...this.parents.keys()].join(',')} under ${this.parents.get('memory')}` +
+      (this.unifiedParent ? `; v2 ${this.unifiedParent} for clone-into and kill` : '; kill via the sandbox PID 1');
+  }
+
+  private dir(cgroup: SandboxCgroup, controller: Controller): string | undefined {
+    return (cgroup as V1Sandbox).byController.get(controller);
+  }
+
+  create(name: string, limits: CgroupLimits): V1Sandbox {
+    const byController = new Map<Controller, string>();
+    const made: string[] = [];
+    try {
+      for (const [controller, parent] of this.parents) {
+        const dir = join(parent, name);
+        if (!made.includes(dir)) {
+          this.fs.mkdir(dir);
+          made.push(dir);
+        }
+        byController.set(controller, dir);
+      }
+      const memory = byController.get('memory')!;
+      this.fs.write(join(memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
+      // memsw = memory + swap: equal to the memory limit means no swap at all.
+      if (this.hasMemsw) this.fs.write(join(memory, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes));
+      else writeIfPresent(this.fs, join(memory, 'memory.swappiness'), '0');
+      const cpu = byController.get('cpu')!;
+      this.fs.write(join(cpu, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs));
+      this.fs.write(join(cpu, 'cpu.cfs_quota_us'), limits.cpus === undefined ? '-1' : String(Math.round(limits.cpus * limits.cpuPeriodUs)));
+      this.fs.write(join(byController.get('pids')!, 'pids.max'), String(limits.pidsMax));
+      let cloneInto: string | undefined;
+      if (this.unifiedParent) {
+        cloneInto = join(this.unifiedParent, name);
+        this.fs.mkdir(cloneInto);
+        made.push(cloneInto);
+      }
+      return { name, dirs: made, cloneInto, attachBeforeRelease: [...new Set(byController.values())], primaryDir: memory, byController };
+    } catch (error) {
+      for (const dir of made) void removeDir(this.fs, dir, 0).catch(() => {});
+      throw new FnboxError('SandboxError', `creating cgroup ${name} failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  usage(cgroup: SandboxCgroup): CgroupUsage {
+    const memory = this.dir(cgroup, 'memory')!;
+    const cpuStat = parseFlatKeyed(tryRead(this.fs, join(this.dir(cgroup, 'cpu')!, 'cpu.stat')) ?? '');
+    const cpuacct = this.dir(cgroup, 'cpuacct');
+    return {
+      memoryCurrentBytes: Number(this.fs.read(join(memory, 'memory.usage_in_bytes'))),
+      memoryPeakBytes: Number(this.fs.read(join(memory, 'memory.max_usage_in_bytes'))),
+      cpuUsageUs: cpuacct ? Math.round(Number(this.fs.read(join(cpuacct, 'cpuacct.usage'))) / 1000) : 0,
+      nrThrottled: cpuStat.get('nr_throttled') ?? 0,
+      throttledUs: Math.round((cpuStat.get('throttled_time') ?? 0) / 1000),
+      pidsCurrent: Number(tryRead(this.fs, join(this.dir(cgroup, 'pids')!, 'pids.current')) ?? 0),
+    };
+  }
+
+  events(cgroup: SandboxCgroup): CgroupEvents {
+    const oom = parseFlatKeyed(tryRead(this.fs, join(this.dir(cgroup, 'memory')!, 'memory.oom_control')) ?? '');
+    const pids = parseFlatKeyed(tryRead(this.fs, join(this.dir(cgroup, 'pids')!, 'pids.events')) ?? '');
+    return { oomKills: oom.get('oom_kill') ?? 0, pidsMaxHits: pids.get('max') ?? 0 };
+  }
+
+  resetPeak(cgroup: SandboxCgroup): void {
+    // Writing to max_usage_in_bytes resets it to the current usage.
+    this.fs.write(join(this.dir(cgroup, 'memory')!, 'memory.max_usage_in_bytes'), '0');
+  }
+
+  kill(cgroup: SandboxCgroup, initPid?: number): void {
+    if (cgroup.cloneInto && writeIfPresent(this.fs, join(cgroup.cloneInto, 'cgroup.kill'), '1')) return;
+    if (initPid) {
+      try {
+        process.kill(initPid, 'SIGKILL');
+        return;
+      } catch {
+        // gone already, or never started: fall through to the list
+      }
+    }
+    killListed(this.fs, cgroup.primaryDir);
+  }
+
+  async destroy(cgroup: SandboxCgroup): Promise<void> {
+    for (const dir of cgroup.dirs) await removeDir(this.fs, dir);
+  }
+
+  private allParents(): string[] {
+    return [...new Set([...this.parents.values(), ...(this.unifiedParent ? [this.unifiedParent] : [])])];
+  }
+
+  async sweep(): Promise<number> {
+    const names = new Set<string>();
+    for (const parent of this.allParents()) {
+      for (const dir of childDirs(this.fs, parent)) {
+        names.add(dir.slice(parent.length + 1));
+        if (!writeIfPresent(this.fs, join(dir, 'cgroup.kill'), '1')) killListed(this.fs, dir);
+      }
+    }
+    for (const parent of this.allParents()) for (const dir of childDirs(this.fs, parent)) await removeDir(this.fs, dir);
+    return names.size;
+  }
+
+  async close(): Promise<void> {
+    for (const dir of this.allParents()) await removeDir(this.fs, dir, 10);
+  }
+}

@@ -1,0 +1,143 @@
+// Pure cgroup v2. Sandboxes are leaves under <our cgroup>/<parent>. The "no
+// internal processes" rule forbids enabling controllers for children of a
+// cgroup that has processes, so the gateway first moves the processes of its
+// own cgroup into a leaf (as systemd's delegation and Docker-in-Docker do):
+// they keep every limit of that cgroup, which now also covers the sandboxes.
+import { join } from 'node:path';
+import { FnboxError } from '../../errors.js';
+import { childDirs, ensureDir, killListed, removeDir, tryRead, writeIfPresent } from './common.js';
+import type { CgroupHost } from './detect.js';
+import { formatCpuMax, parseFlatKeyed } from './files.js';
+import { realCgroupFs, type CgroupFileHandle, type CgroupFs } from './fs.js';
+import type { CgroupDriver, CgroupEvents, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+
+const CONTROLLERS = ['memory', 'cpu', 'pids'];
+export const GATEWAY_LEAF = 'fnbox-gateway';
+
+export class V2CgroupDriver implements CgroupDriver {
+  readonly mode = 'v2' as const;
+  readonly description: string;
+  private readonly self: string;
+  private readonly parent: string;
+  /** memory.peak held open per sandbox: a write resets the peak for that file only (6.12+). */
+  private readonly peakFiles = new Map<string, CgroupFileHandle>();
+
+  constructor(host: CgroupHost, parentName: string, private readonly fs: CgroupFs = realCgroupFs) {
+    if (!host.unifiedSelf) throw new FnboxError('HostUnsupported', 'cgroup v2 is not mounted');
+    this.self = host.unifiedSelf;
+    this.parent = join(this.self, parentName);
+    this.delegateControllers(host.unifiedSelf === host.unifiedRoot);
+    ensureDir(fs, this.parent);
+    fs.write(join(this.parent, 'cgroup.subtree_control'), CONTROLLERS.map((c) => `+${c}`).join(' '));
+    this.description = `cgroup v2: sandboxes under ${this.parent}`;
+  }
+
+  /** Make our own cgroup able to hand memory, cpu and pids to its children. */
+  private delegateControllers(isRoot: boolean): void {
+    const subtree = join(this.self, 'cgroup.subtree_control');
+    const enabled = this.fs.read(subtree).trim().split(/\s+/);
+    const missing = CONTROLLERS.filter((c) => !enabled.includes(c));
+    if (missing.length === 0) return;
+    const available = this.fs.read(join(this.self, 'cgroup.controllers')).trim().split(/\s+/);
+    const absent = missing.filter((c) => !available.includes(c));
+    if (absent.length) throw new FnboxError('HostUnsupported', `cgroup v2: ${this.self} has no ${absent.join(', ')} controller delegated to it`);
+    // The root cgroup is exempt from the no-internal-processes rule.
+    if (!isRoot && this.fs.read(join(this.self, 'cgroup.procs')).trim()) {
+      const leaf = join(this.self, GATEWAY_LEAF);
+      ensureDir(this.fs, leaf);
+      for (const pid of this.fs.read(join(this.self, 'cgroup.procs')).split('\n')) {
+        if (!pid) continue;
+        try {
+          this.fs.write(join(leaf, 'cgroup.procs'), pid);
+        } catch (error) {
+          // Exited meanwhile, or a kernel thread: nothing to move.
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code !== 'ESRCH' && code !== 'EINVAL') throw error;
+        }
+      }
+    }
+    this.fs.write(subtree, missing.map((c) => `+${c}`).join(' '));
+  }
+
+  create(name: string, limits: CgroupLimits): SandboxCgroup {
+    const dir = join(this.parent, name);
+    this.fs.mkdir(dir);
+    try {
+      this.fs.write(join(dir, 'memory.max'), String(limits.memoryBytes));
+      writeIfPresent(this.fs, join(dir, 'memory.swap.max'), '0');
+      // An OOM kills the whole sandbox, not just its biggest process.
+      writeIfPresent(this.fs, join(dir, 'memory.oom.group'), '1');
+      this.fs.write(join(dir, 'cpu.max'), formatCpuMax(limits.cpus === undefined ? undefined : limits.cpus * limits.cpuPeriodUs, limits.cpuPeriodUs));
+      this.fs.write(join(dir, 'pids.max'), String(limits.pidsMax));
+    } catch (error) {
+      void removeDir(this.fs, dir, 0).catch(() => {});
+      throw new FnboxError('SandboxError', `creating cgroup ${name} failed: ${(error as Error).message}`, { cause: error });
+    }
+    return { name, dirs: [dir], cloneInto: dir, attachBeforeRelease: [], primaryDir: dir };
+  }
+
+  usage(cgroup: SandboxCgroup): CgroupUsage {
+    const dir = cgroup.primaryDir;
+    const cpu = parseFlatKeyed(this.fs.read(join(dir, 'cpu.stat')));
+    const peak = this.peakFiles.get(cgroup.name)?.read() ?? tryRead(this.fs, join(dir, 'memory.peak')) ?? '0';
+    return {
+      memoryCurrentBytes: Number(this.fs.read(join(dir, 'memory.current'))),
+      memoryPeakBytes: Number(peak.trim()),
+      cpuUsageUs: cpu.get('usage_usec') ?? 0,
+      nrThrottled: cpu.get('nr_throttled') ?? 0,
+      throttledUs: cpu.get('throttled_usec') ?? 0,
+      pidsCurrent: Number(tryRead(this.fs, join(dir, 'pids.current')) ?? 0),
+    };
+  }
+
+  events(cgroup: SandboxCgroup): CgroupEvents {
+    const memory = parseFlatKeyed(tryRead(this.fs, join(cgroup.primaryDir, 'memory.events')) ?? '');
+    const pids = parseFlatKeyed(tryRead(this.fs, join(cgroup.primaryDir, 'pids.events')) ?? '');
+    return { oomKills: memory.get('oom_kill') ?? 0, pidsMaxHits: pids.get('max') ?? 0 };
+  }
+
+  resetPeak(cgroup: SandboxCgroup): void {
+    let file = this.peakFiles.get(cgroup.name);
+    try {
+      if (!file) {
+        file = this.fs.open(join(cgroup.primaryDir, 'memory.peak'));
+        this.peakFiles.set(cgroup.name, file);
+      }
+      file.write('reset');
+    } catch {
+      // Before 6.12 memory.peak is read-only: receipts then show the lifetime peak.
+      file?.close();
+      this.peakFiles.delete(cgroup.name);
+    }
+  }
+
+  kill(cgroup: SandboxCgroup, initPid?: number): void {
+    if (writeIfPresent(this.fs, join(cgroup.primaryDir, 'cgroup.kill'), '1')) return;
+    if (initPid) {
+      try {
+        process.kill(initPid, 'SIGKILL');
+        return;
+      } catch {
+        // fall through
+      }
+    }
+    killListed(this.fs, cgroup.primaryDir);
+  }
+
+  async destroy(cgroup: SandboxCgroup): Promise<void> {
+    this.peakFiles.get(cgroup.name)?.close();
+    this.peakFiles.delete(cgroup.name);
+    for (const dir of cgroup.dirs) await removeDir(this.fs, dir);
+  }
+
+  async sweep(): Promise<number> {
+    const leftovers = childDirs(this.fs, this.parent);
+    for (const dir of leftovers) if (!writeIfPresent(this.fs, join(dir, 'cgroup.kill'), '1')) killListed(this.fs, dir);
+    for (const dir of leftovers) await removeDir(this.fs, dir);
+    return leftovers.length;
+  }
+
+  async close(): Promise<void> {
+    await removeDir(this.fs, this.parent, 10);
+  }
+}

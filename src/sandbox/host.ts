@@ -1,0 +1,149 @@
+// Everything sandboxes share on one host: the launcher, the cgroup driver,
+// the uid ranges, and the run directory. Opening it sweeps what an earlier
+// run with the same state dir left behind; closing it destroys every
+// sandbox and removes fnbox's own cgroups.
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FnboxError } from '../errors.js';
+import { openCgroupDriver, type CgroupDriver } from './cgroup/index.js';
+import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
+import { Launcher } from './launcher.js';
+import { Sandbox } from './sandbox.js';
+import { buildSandboxSpec, type SandboxLimits } from './spec.js';
+
+export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', ...(import.meta.url.includes('/dist/') ? ['..'] : []));
+export const DEFAULT_LAUNCHER = join(PROJECT_ROOT, 'build', 'fnbox-launcher');
+
+export const DEFAULT_LIMITS: SandboxLimits = {
+  memoryBytes: 128 * 1024 * 1024,
+  cpus: 1,
+  pidsMax: 64,
+  tmpBytes: 64 * 1024 * 1024,
+  tmpInodes: 16_384,
+  nofile: 1024,
+};
+
+export const CPU_PERIOD_US = 100_000;
+
+export interface SandboxHostOptions {
+  stateDir: string;
+  launcherBinary?: string;
+  idRanges?: IdRangeOptions;
+  bootTimeoutMs?: number;
+}
+
+export interface BootRequest {
+  id?: string;
+  layers: string[];
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  hostname?: string;
+  limits?: Partial<SandboxLimits>;
+  channel?: boolean;
+  captureLogs?: boolean;
+  seccompFile?: string;
+}
+
+export class SandboxHost {
+  private readonly sandboxes = new Map<string, Sandbox>();
+  private closing?: Promise<void>;
+
+  private constructor(
+    readonly stateDir: string,
+    readonly cgroups: CgroupDriver,
+    readonly launcher: Launcher,
+    private readonly ids: IdRanges,
+    /** How many cgroups of an earlier run the start-up sweep removed. */
+    readonly swept: number,
+  ) {}
+
+  static async open(options: SandboxHostOptions): Promise<SandboxHost> {
+    if (process.getuid?.() !== 0) {
+      throw new FnboxError('HostUnsupported', 'fnbox must run as root: it creates namespaces, cgroups and mounts for its sandboxes');
+    }
+    const binary = options.launcherBinary ?? DEFAULT_LAUNCHER;
+    if (!existsSync(binary)) throw new FnboxError('HostUnsupported', `the launcher ${binary} is missing; run \`npm run build\``);
+    const stateDir = resolve(options.stateDir);
+    // One cgroup parent per state dir: two gateways never sweep each other.
+    const tag = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
+    const cgroups = openCgroupDriver(`fnbox-${tag}`);
+    const swept = await cgroups.sweep();
+    const runDir = join(stateDir, 'run');
+    rmSync(runDir, { recursive: true, force: true });
+    const launcher = await Launcher.start({ binary, runDir, bootTimeoutMs: options.bootTimeoutMs });
+    return new SandboxHost(stateDir, cgroups, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept);
+  }
+
+  live(): Sandbox[] {
+    return [...this.sandboxes.values()];
+  }
+
+  get(id: string): Sandbox | undefined {
+    return this.sandboxes.get(id);
+  }
+
+  async boot(request: BootRequest): Promise<Sandbox> {
+    if (this.closing) throw new FnboxError('Unavailable', 'the sandbox host is shutting down');
+    const id = request.id ?? `sb-${randomBytes(6).toString('hex')}`;
+    if (this.sandboxes.has(id)) throw new FnboxError('SandboxError', `sandbox ${id} already exists`);
+    const limits = { ...DEFAULT_LIMITS, ...request.limits };
+    const hostIdBase = this.ids.acquire();
+    let cgroup;
+    try {
+      cgroup = this.cgroups.create(id, {
+        memoryBytes: limits.memoryBytes,
+        cpus: limits.cpus,
+        cpuPeriodUs: CPU_PERIOD_US,
+        pidsMax: limits.pidsMax,
+      });
+    } catch (error) {
+      this.ids.release(hostIdBase);
+      throw error;
+    }
+    try {
+      const spec = buildSandboxSpec({
+        id,
+        layers: request.layers,
+        argv: request.argv,
+        env: request.env,
+        cwd: request.cwd,
+        hostname: request.hostname,
+        limits,
+        hostIdBase,
+        rootMountpoint: this.launcher.rootMountpoint,
+        channel: request.channel,
+        captureLogs: request.captureLogs,
+        seccompFile: request.seccompFile,
+        cgroup,
+      });
+      const launched = await this.launcher.boot(spec);
+      const sandbox = new Sandbox(spec, cgroup, hostIdBase, launched, {
+        cgroups: this.cgroups,
+        ids: this.ids,
+        onGone: (gone) => this.sandboxes.delete(gone.id),
+      });
+      this.sandboxes.set(id, sandbox);
+      return sandbox;
+    } catch (error) {
+      this.cgroups.kill(cgroup);
+      await this.cgroups.destroy(cgroup).catch(() => {});
+      this.ids.release(hostIdBase);
+      throw error;
+    }
+  }
+
+  /** Destroys every sandbox, stops the launcher, removes fnbox's cgroups. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.all(this.live().map((sandbox) => sandbox.destroy()));
+      await this.launcher.close();
+      await this.cgroups.close();
+      this.ids.releaseAll();
+      rmSync(join(this.stateDir, 'run'), { recursive: true, force: true });
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,108 @@
+// Host uid/gid ranges: each live sandbox gets its own range of ID_RANGE ids,
+// so no two sandboxes share a host uid and none maps to host root. Slots
+// are claimed machine-wide with O_EXCL lock files, so two gateways (or test
+// runs) on one host never hand out the same range.
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { FnboxError } from '../errors.js';
+import { ID_RANGE } from './spec.js';
+
+export interface IdRangeOptions {
+  /** First host id of slot 0. */
+  base: number;
+  slots: number;
+  lockDir: string;
+}
+
+export const DEFAULT_ID_RANGES: IdRangeOptions = {
+  base: 100_000_000,
+  slots: 16_384,
+  lockDir: '/run/fnbox/id-slots',
+};
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class IdRanges {
+  private readonly mine = new Set<number>();
+  private next: number;
+
+  constructor(private readonly options: IdRangeOptions = DEFAULT_ID_RANGES) {
+    if (options.base < ID_RANGE || options.base + options.slots * ID_RANGE > 0xfffffffe) {
+      throw new FnboxError('InvalidRequest', `uid base ${options.base} with ${options.slots} slots leaves the valid uid space`);
+    }
+    mkdirSync(options.lockDir, { recursive: true, mode: 0o700 });
+    // Different processes start at different slots: fewer collisions to skip.
+    this.next = (process.pid * 7919) % options.slots;
+  }
+
+  /** Claims a free range; returns its first host id. */
+  acquire(): number {
+    for (let tries = 0; tries < this.options.slots; tries++) {
+      const slot = (this.next + tries) % this.options.slots;
+      if (this.mine.has(slot) || !this.claim(slot)) continue;
+      this.mine.add(slot);
+      this.next = (slot + 1) % this.options.slots;
+      return this.options.base + slot * ID_RANGE;
+    }
+    throw new FnboxError('Unavailable', `all ${this.options.slots} host uid ranges are in use`);
+  }
+
+  release(hostIdBase: number): void {
+    const slot = (hostIdBase - this.options.base) / ID_RANGE;
+    if (!this.mine.delete(slot)) return;
+    try {
+      unlinkSync(this.slotFile(slot));
+    } catch {
+      // already gone
+    }
+  }
+
+  releaseAll(): void {
+    for (const slot of [...this.mine]) this.release(this.options.base + slot * ID_RANGE);
+  }
+
+  private slotFile(slot: number): string {
+    return join(this.options.lockDir, String(slot));
+  }
+
+  private claim(slot: number): boolean {
+    const file = this.slotFile(slot);
+    if (this.create(file)) return true;
+    // Left by a process that died: take it over. The rename is atomic, so of
+    // two processes doing this at once only one removes the stale file.
+    let owner: number;
+    try {
+      owner = Number(readFileSync(file, 'utf8'));
+    } catch {
+      return false;
+    }
+    if (!owner || alive(owner)) return false;
+    try {
+      renameSync(file, `${file}.stale-${process.pid}`);
+      unlinkSync(`${file}.stale-${process.pid}`);
+    } catch {
+      return false;
+    }
+    return this.create(file);
+  }
+
+  /** O_EXCL create: false when someone else holds the slot. */
+  private create(file: string): boolean {
+    try {
+      const fd = openSync(file, 'wx', 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw error;
+    }
+  }
+}

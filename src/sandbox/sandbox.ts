@@ -1,0 +1,239 @@
+// One live sandbox: boot, per-call root reset, stats, kill, destroy. Knows
+// nothing about functions or HTTP; the runtime layer builds on it.
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FnboxError } from '../errors.js';
+import type { CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
+import type { IdRanges } from './ids.js';
+import type { LaunchedSandbox, LauncherEvent } from './launcher.js';
+import type { SandboxSpec } from './spec.js';
+
+export type ExitReason = 'exited' | 'signaled' | 'oom' | 'killed';
+
+export interface ExitInfo {
+  reason: ExitReason;
+  code?: number;
+  signal?: number;
+  oomKills: number;
+  pidsMaxHits: number;
+}
+
+export interface ResetResult {
+  /** True when the call wrote nothing, so the root was kept. */
+  skipped: boolean;
+  /** Time the launcher spent swapping the root, in microseconds. */
+  us: number;
+}
+
+export const NAMESPACES = ['user', 'pid', 'mnt', 'net', 'ipc', 'uts', 'cgroup'] as const;
+
+interface SandboxDeps {
+  cgroups: CgroupDriver;
+  ids: IdRanges;
+  onGone: (sandbox: Sandbox) => void;
+}
+
+export class Sandbox {
+  readonly id: string;
+  readonly initPid: number;
+  readonly monitorPid: number;
+  readonly bootUs: number;
+  readonly createdAt = Date.now();
+  /** Resolves once the sandbox's program (and with it the sandbox) is gone. */
+  readonly exited: Promise<ExitInfo>;
+  private exitInfo?: ExitInfo;
+  private upperFd: number;
+  private killedByUs = false;
+  private destroying?: Promise<void>;
+  private monitorGone: Promise<void>;
+  private resetWaiters: Array<(event: Extract<LauncherEvent, { event: 'reset' }>) => void> = [];
+  private programPid?: number;
+
+  constructor(
+    readonly spec: SandboxSpec,
+    readonly cgroup: SandboxCgroup,
+    readonly hostIdBase: number,
+    private readonly launched: LaunchedSandbox,
+    private readonly deps: SandboxDeps,
+  ) {
+    this.id = spec.id;
+    this.initPid = launched.initPid;
+    this.monitorPid = launched.monitorPid;
+    this.bootUs = launched.bootUs;
+    this.upperFd = launched.upperFd;
+    let resolveExit!: (info: ExitInfo) => void;
+    let resolveGone!: () => void;
+    this.exited = new Promise((resolve) => (resolveExit = resolve));
+    this.monitorGone = new Promise((resolve) => (resolveGone = resolve));
+    launched.events.listen(
+      (event) => {
+        if (event.event === 'exit') resolveExit(this.recordExit(event));
+        else if (event.event === 'reset') this.resetWaiters.shift()?.(event);
+      },
+      () => {
+        // Monitor gone without an exit event: it was killed, so was the sandbox.
+        resolveExit(this.exitInfo ?? this.recordExit({ event: 'exit', signal: 9 }));
+        for (const waiter of this.resetWaiters.splice(0)) waiter({ event: 'reset', ok: false, step: 'monitor', errno: 0, message: 'the sandbox is gone' });
+        resolveGone();
+      },
+    );
+  }
+
+  get channel(): LaunchedSandbox['channel'] {
+    return this.launched.channel;
+  }
+
+  get log(): LaunchedSandbox['log'] {
+    return this.launched.log;
+  }
+
+  get alive(): boolean {
+    return this.exitInfo === undefined;
+  }
+
+  get exit(): ExitInfo | undefined {
+    return this.exitInfo;
+  }
+
+  private recordExit(event: Extract<LauncherEvent, { event: 'exit' }>): ExitInfo {
+    if (this.exitInfo) return this.exitInfo;
+    let events: CgroupEvents = { oomKills: 0, pidsMaxHits: 0 };
+    try {
+      events = this.deps.cgroups.events(this.cgroup);
+    } catch {
+      // cgroup already removed
+    }
+    const reason: ExitReason = events.oomKills > 0 ? 'oom' : this.killedByUs ? 'killed' : event.signal !== undefined ? 'signaled' : 'exited';
+    this.exitInfo = { reason, code: event.code, signal: event.signal, ...events };
+    return this.exitInfo;
+  }
+
+  /** The writable layer as the host sees it (a detached tmpfs held by the monitor). */
+  get upperDir(): string {
+    return `/proc/${this.monitorPid}/fd/${this.upperFd}/upper`;
+  }
+
+  /** Whether anything was written to the root since the last reset. */
+  isDirty(): boolean {
+    try {
+      return readdirSync(this.upperDir).length > 0;
+    } catch {
+      return true;
+    }
+  }
+
+  /**
+   * A fresh root for the running program (DESIGN.md §2): new upperdir on a
+   * new tmpfs, the process re-rooted by the monitor, the old layer detached.
+   * Skipped when nothing was written.
+   */
+  async resetRoot(options: { force?: boolean } = {}): Promise<ResetResult> {
+    if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
+    if (!options.force && !this.isDirty()) return { skipped: true, us: 0 };
+    const reply = new Promise<Extract<LauncherEvent, { event: 'reset' }>>((resolve) => this.resetWaiters.push(resolve));
+    this.launched.control.write('reset\n');
+    const event = await reply;
+    if (!event.ok) {
+      throw new FnboxError('SandboxError', `sandbox ${this.id}: root reset failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
+    }
+    this.upperFd = event.upper_fd;
+    return { skipped: false, us: event.us };
+  }
+
+  usage(): CgroupUsage {
+    return this.deps.cgroups.usage(this.cgroup);
+  }
+
+  events(): CgroupEvents {
+    return this.deps.cgroups.events(this.cgroup);
+  }
+
+  resetPeak(): void {
+    this.deps.cgroups.resetPeak(this.cgroup);
+  }
+
+  /** Host PID of the program (the init's only direct child it started). */
+  get pid(): number | undefined {
+    if (this.programPid === undefined) {
+      try {
+        const children = readFileSync(`/proc/${this.initPid}/task/${this.initPid}/children`, 'utf8').trim().split(/\s+/);
+        this.programPid = Number(children[0]) || undefined;
+      } catch {
+        return undefined;
+      }
+    }
+    return this.programPid;
+  }
+
+  /**
+   * Kills every process but the init and the program: what a call started
+   * must not live into the next call. Returns how many were killed.
+   */
+  killStrays(): number {
+    let pids: number[];
+    try {
+      pids = readFileSync(join(this.cgroup.primaryDir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    } catch {
+      return 0;
+    }
+    if (pids.length <= 2) return 0; // the init and the program
+    const keep = new Set([this.initPid, this.pid]);
+    let killed = 0;
+    for (const pid of pids) {
+      if (keep.has(pid)) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed++;
+      } catch {
+        // exited meanwhile
+      }
+    }
+    return killed;
+  }
+
+  /** Namespace inodes as `ls -l /proc/PID/ns` shows them. */
+  namespaces(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const ns of NAMESPACES) {
+      try {
+        out[ns] = readlinkSync(`/proc/${this.initPid}/ns/${ns}`);
+      } catch {
+        // gone
+      }
+    }
+    return out;
+  }
+
+  /** Kills the whole sandbox at once (cgroup.kill, or its PID 1 on v1). */
+  kill(): void {
+    if (!this.alive) return;
+    this.killedByUs = true;
+    this.deps.cgroups.kill(this.cgroup, this.initPid);
+  }
+
+  /** Removes every process, mount, cgroup and id the sandbox had. Idempotent. */
+  destroy(): Promise<void> {
+    this.destroying ??= this.teardown();
+    return this.destroying;
+  }
+
+  private async teardown(): Promise<void> {
+    this.kill();
+    // Closing the control stream also tells the monitor to kill its child.
+    this.launched.control.end();
+    const gone = await Promise.race([this.monitorGone.then(() => true), sleep(3000).then(() => false)]);
+    if (!gone) {
+      try {
+        process.kill(this.monitorPid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      await this.monitorGone;
+    }
+    for (const socket of [this.launched.control, this.launched.channel, this.launched.log]) socket?.destroy();
+    await this.deps.cgroups.destroy(this.cgroup);
+    this.deps.ids.release(this.hostIdBase);
+    this.deps.onGone(this);
+  }
+}

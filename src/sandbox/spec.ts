@@ -1,0 +1,194 @@
+// Spec, then execute: buildSandboxSpec() turns what a caller wants into
+// plain data (layers, mounts, id maps, limits), deciding every policy on the
+// way; specToLauncherArgs() serialises it for the C launcher, which only
+// carries it out. Both are pure and unit-tested.
+
+import { FnboxError } from '../errors.js';
+
+export interface IdMap {
+  inside: number;
+  outside: number;
+  count: number;
+}
+
+export interface Rlimit {
+  name: 'core' | 'nofile' | 'fsize' | 'nproc' | 'stack' | 'memlock' | 'as' | 'cpu' | 'msgqueue' | 'sigpending' | 'locks';
+  soft: number;
+  hard: number;
+}
+
+export interface SandboxLimits {
+  memoryBytes: number;
+  /** Fraction of one core; undefined = no cpu cap. */
+  cpus?: number;
+  pidsMax: number;
+  /** Size of the writable layer (the whole root's upperdir, /tmp included). */
+  tmpBytes: number;
+  tmpInodes: number;
+  nofile: number;
+}
+
+export interface SandboxOptions {
+  id: string;
+  /** Read-only lowerdirs, topmost first (function code above the image). */
+  layers: string[];
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  hostname?: string;
+  limits: SandboxLimits;
+  /** First host uid/gid of this sandbox's private range. */
+  hostIdBase: number;
+  /** Empty host directory used as the attach point inside the private mount namespace. */
+  rootMountpoint: string;
+  /** Hand the program a channel on fd 3. */
+  channel?: boolean;
+  /** Send the program's stdout/stderr to the gateway. */
+  captureLogs?: boolean;
+  seccompFile?: string;
+  cgroup?: { cloneInto?: string; attachBeforeRelease: readonly string[] };
+}
+
+export interface SandboxSpec {
+  id: string;
+  lowers: string[];
+  upperBytes: number;
+  upperInodes: number;
+  rootMountpoint: string;
+  devNodes: string[];
+  masks: string[];
+  readonlyPaths: string[];
+  hostname: string;
+  uidMaps: IdMap[];
+  gidMaps: IdMap[];
+  uid: number;
+  gid: number;
+  cwd: string;
+  env: string[];
+  rlimits: Rlimit[];
+  channelFd?: number;
+  captureLogs: boolean;
+  seccompFile?: string;
+  cloneIntoCgroup?: string;
+  attachCgroups: string[];
+  argv: string[];
+}
+
+/** The uid/gid the program runs as inside; 0 is kept for the sandbox's init. */
+export const PROGRAM_UID = 1000;
+export const PROGRAM_GID = 1000;
+/** Ids mapped per sandbox: 0..65535 inside, a private host range outside. */
+export const ID_RANGE = 65536;
+export const CHANNEL_FD = 3;
+
+/** Devices a program may need and that reveal nothing of the host. */
+export const DEV_NODES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
+
+/** runc's masked paths: kernel internals a sandbox has no business reading. */
+export const MASKED_PATHS = [
+  '/proc/acpi', '/proc/asound', '/proc/interrupts', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
+  '/proc/sched_debug', '/proc/scsi', '/proc/timer_list', '/proc/timer_stats', '/sys/firmware',
+];
+
+/** runc's read-only paths: knobs that would change the host kernel. */
+export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
+
+const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/;
+
+function invalid(message: string): FnboxError {
+  return new FnboxError('SandboxError', `invalid sandbox spec: ${message}`);
+}
+
+export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
+  if (!ID_PATTERN.test(options.id)) throw invalid(`sandbox id ${JSON.stringify(options.id)} must match ${ID_PATTERN}`);
+  if (options.layers.length === 0) throw invalid('a sandbox needs at least one layer');
+  for (const layer of options.layers) {
+    if (!layer.startsWith('/') || layer.includes(':') || layer.includes(',')) {
+      throw invalid(`layer ${JSON.stringify(layer)} must be an absolute path without ':' or ','`);
+    }
+  }
+  if (options.argv.length === 0 || !options.argv[0]!.startsWith('/')) throw invalid('argv[0] must be an absolute path inside the sandbox');
+  if (!Number.isInteger(options.hostIdBase) || options.hostIdBase < ID_RANGE) {
+    throw invalid(`hostIdBase ${options.hostIdBase} must be an integer >= ${ID_RANGE}: host root and system ids stay unmapped`);
+  }
+  const { limits } = options;
+  const env = {
+    PATH: DEFAULT_PATH,
+    HOME: '/tmp',
+    LANG: 'C.UTF-8',
+    TMPDIR: '/tmp',
+    ...options.env,
+  };
+  for (const key of Object.keys(env)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw invalid(`environment variable name ${JSON.stringify(key)} is not valid`);
+  }
+  const idMap = [{ inside: 0, outside: options.hostIdBase, count: ID_RANGE }];
+  return {
+    id: options.id,
+    lowers: [...options.layers],
+    upperBytes: limits.tmpBytes,
+    upperInodes: limits.tmpInodes,
+    rootMountpoint: options.rootMountpoint,
+    devNodes: [...DEV_NODES],
+    masks: [...MASKED_PATHS],
+    readonlyPaths: [...READONLY_PATHS],
+    hostname: options.hostname ?? `fnbox-${options.id}`.slice(0, 63),
+    uidMaps: idMap,
+    gidMaps: idMap,
+    uid: PROGRAM_UID,
+    gid: PROGRAM_GID,
+    cwd: options.cwd ?? '/',
+    env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
+    rlimits: [
+      // No core files: they would fill the writable layer and leak memory contents.
+      { name: 'core', soft: 0, hard: 0 },
+      { name: 'nofile', soft: limits.nofile, hard: limits.nofile },
+      // A single file can never be bigger than the whole writable layer.
+      { name: 'fsize', soft: limits.tmpBytes, hard: limits.tmpBytes },
+      // Counted per host uid, and each sandbox has its own: a second fork-bomb brake.
+      { name: 'nproc', soft: limits.pidsMax, hard: limits.pidsMax },
+    ],
+    channelFd: options.channel ? CHANNEL_FD : undefined,
+    captureLogs: options.captureLogs ?? false,
+    seccompFile: options.seccompFile,
+    cloneIntoCgroup: options.cgroup?.cloneInto,
+    attachCgroups: [...(options.cgroup?.attachBeforeRelease ?? [])],
+    argv: [...options.argv],
+  };
+}
+
+/** The launcher's command line for a spec (after the program name). */
+export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): string[] {
+  const args: string[] = [];
+  const add = (flag: string, value: string | number): void => {
+    args.push(flag, String(value));
+  };
+  if (connectPath) {
+    add('--connect', connectPath);
+    add('--id', spec.id);
+  }
+  for (const lower of spec.lowers) add('--lower', lower);
+  add('--upper-size', spec.upperBytes);
+  add('--upper-inodes', spec.upperInodes);
+  add('--root-mountpoint', spec.rootMountpoint);
+  for (const node of spec.devNodes) add('--dev-node', node);
+  for (const mask of spec.masks) add('--mask', mask);
+  for (const path of spec.readonlyPaths) add('--readonly', path);
+  add('--hostname', spec.hostname);
+  for (const map of spec.uidMaps) add('--uid-map', `${map.inside}:${map.outside}:${map.count}`);
+  for (const map of spec.gidMaps) add('--gid-map', `${map.inside}:${map.outside}:${map.count}`);
+  if (spec.cloneIntoCgroup) add('--cgroup2', spec.cloneIntoCgroup);
+  for (const dir of spec.attachCgroups) add('--cgroup1', dir);
+  add('--uid', spec.uid);
+  add('--gid', spec.gid);
+  add('--chdir', spec.cwd);
+  for (const entry of spec.env) add('--setenv', entry);
+  for (const limit of spec.rlimits) add('--rlimit', `${limit.name}=${limit.soft}:${limit.hard}`);
+  if (spec.channelFd !== undefined) add('--channel-fd', spec.channelFd);
+  if (spec.captureLogs) args.push('--capture-logs');
+  if (spec.seccompFile) add('--seccomp-file', spec.seccompFile);
+  args.push('--', ...spec.argv);
+  return args;
+}
