@@ -534,9 +534,6 @@ static void exec_program(void) {
   /* A new session: no controlling terminal to push input into (TIOCSTI). */
   STEP("setsid");
   if (setsid() < 0) die(EXIT_PRIVS, "setsid");
-  STEP("pdeathsig");
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_PRIVS, "PR_SET_PDEATHSIG");
-
   /* Before the rlimits: a low RLIMIT_NOFILE would refuse our dups. */
   arrange_fds();
 
@@ -551,6 +548,9 @@ static void exec_program(void) {
   STEP("setresuid");
   if (setresuid(cfg.uid, cfg.uid, cfg.uid) < 0) die(EXIT_PRIVS, "setresuid %u", cfg.uid);
   clear_capability_sets();
+  /* After the id change, which would clear it. */
+  STEP("pdeathsig");
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_PRIVS, "PR_SET_PDEATHSIG");
 
   STEP("chdir");
   if (chdir(cfg.cwd) < 0) die(EXIT_PRIVS, "chdir %s", cfg.cwd);
@@ -595,6 +595,13 @@ static void sandbox_init(int root_fd) {
   /* Root of the user namespace now; the host uid behind it is unprivileged. */
   STEP("become_ns_root");
   if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die(EXIT_IDMAP, "setresuid 0 in user namespace");
+  /* A change of credentials clears the parent-death signal: set it again,
+   * and make sure the monitor did not die in between. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_IDMAP, "PR_SET_PDEATHSIG");
+  /* getppid() is 0 across a pid namespace; the monitor still reads the
+   * error pipe, so a write end with no reader means it is gone. */
+  struct pollfd monitor_alive = { cfg.status_fd, 0, 0 };
+  if (poll(&monitor_alive, 1, 0) < 0 || (monitor_alive.revents & POLLERR)) _exit(EXIT_IDMAP);
 
   finish_filesystem();
 

@@ -54,6 +54,8 @@ export class SandboxHost {
   private constructor(
     readonly stateDir: string,
     readonly cgroups: CgroupDriver,
+    /** The directory name fnbox uses under its own cgroup in every hierarchy. */
+    readonly cgroupParentName: string,
     readonly launcher: Launcher,
     private readonly ids: IdRanges,
     /** How many cgroups of an earlier run the start-up sweep removed. */
@@ -69,12 +71,13 @@ export class SandboxHost {
     const stateDir = resolve(options.stateDir);
     // One cgroup parent per state dir: two gateways never sweep each other.
     const tag = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
-    const cgroups = openCgroupDriver(`fnbox-${tag}`);
+    const cgroupParentName = `fnbox-${tag}`;
+    const cgroups = openCgroupDriver(cgroupParentName);
     const swept = await cgroups.sweep();
     const runDir = join(stateDir, 'run');
     rmSync(runDir, { recursive: true, force: true });
     const launcher = await Launcher.start({ binary, runDir, bootTimeoutMs: options.bootTimeoutMs });
-    return new SandboxHost(stateDir, cgroups, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept);
+    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept);
   }
 
   live(): Sandbox[] {

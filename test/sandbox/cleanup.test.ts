@@ -1,0 +1,120 @@
+// Leave nothing behind: after destroy, after a crash, after the gateway is
+// SIGKILLed, and after a thousand boots.
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROJECT_ROOT, SandboxHost } from '../../src/sandbox/index.js';
+import { image, openTestHost, sh, tempDir } from '../support/env.js';
+import { fnboxCgroupDirs, hostMounts, newProcesses, processesWithUidIn, snapshot } from '../support/host-state.js';
+
+let host: SandboxHost;
+let stateDir: string;
+let cleanup: () => Promise<void>;
+
+beforeAll(async () => {
+  ({ host, stateDir, cleanup } = await openTestHost('cleanup'));
+});
+afterAll(() => cleanup());
+
+/** Cgroup dirs of this host's own sandboxes (not its parents). */
+function sandboxCgroups(): string[] {
+  return fnboxCgroupDirs(host.cgroupParentName).filter((dir) => !dir.endsWith(host.cgroupParentName));
+}
+
+function alive(pid: number): boolean {
+  return existsSync(`/proc/${pid}`);
+}
+
+describe('clean-up', () => {
+  it('destroy removes every process, mount, cgroup, uid and directory', async () => {
+    const before = snapshot(stateDir, host.cgroupParentName);
+    const shell = image('shell');
+    const sandboxes = await Promise.all(
+      Array.from({ length: 5 }, () => host.boot({ layers: [shell.rootfs], argv: ['/bin/sh', '-c', 'echo x > /tmp/x; sleep 60 & sleep 60'] })),
+    );
+    await sleep(50);
+    await Promise.all(sandboxes.map((sb) => sb.resetRoot()));
+    const pids = sandboxes.flatMap((sb) => [sb.monitorPid, sb.initPid, sb.pid!]);
+    expect(pids.every(alive)).toBe(true);
+    await Promise.all(sandboxes.map((sb) => sb.destroy()));
+
+    expect(pids.filter(alive)).toEqual([]);
+    expect(hostMounts()).toEqual(before.mounts);
+    expect(fnboxCgroupDirs(host.cgroupParentName)).toEqual(before.cgroupDirs);
+    expect(snapshot(stateDir, host.cgroupParentName).files).toEqual(before.files);
+    for (const sb of sandboxes) expect(processesWithUidIn(sb.hostIdBase, sb.hostIdBase + 65536)).toEqual([]);
+    expect(host.live()).toEqual([]);
+  });
+
+  it('a sandbox that crashes is reaped and leaves nothing after destroy', async () => {
+    const before = snapshot(stateDir, host.cgroupParentName);
+    const { exit, sandbox } = await sh(host, 'sleep 60 & kill -KILL $$', {}, );
+    expect(exit).toMatchObject({ reason: 'signaled', signal: 9 });
+    expect(alive(sandbox.monitorPid)).toBe(false);
+    expect(alive(sandbox.initPid)).toBe(false);
+    expect(fnboxCgroupDirs(host.cgroupParentName)).toEqual(before.cgroupDirs);
+    expect(hostMounts()).toEqual(before.mounts);
+  });
+
+  it('1,000 create/destroy cycles leave zero mounts, cgroups, directories and processes', async () => {
+    const before = snapshot(stateDir, host.cgroupParentName);
+    const shell = image('shell');
+    let booted = 0;
+    const worker = async (): Promise<void> => {
+      while (booted < 1000) {
+        booted++;
+        const sandbox = await host.boot({ layers: [shell.rootfs], argv: ['/bin/true'] });
+        await sandbox.destroy();
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    expect(booted).toBeGreaterThanOrEqual(1000);
+    expect(hostMounts()).toEqual(before.mounts);
+    expect(fnboxCgroupDirs(host.cgroupParentName)).toEqual(before.cgroupDirs);
+    expect(sandboxCgroups()).toEqual([]);
+    expect(snapshot(stateDir, host.cgroupParentName).files).toEqual(before.files);
+    expect(newProcesses(before, (desc) => !desc.startsWith('fnbox-launcher') && !/uid=(1\d{8}|[2-9]\d{8})/.test(desc))).toEqual([]);
+  }, 180_000);
+});
+
+describe('after the gateway is SIGKILLed', () => {
+  it('its sandboxes die with it and the next start sweeps what was left', async () => {
+    const killedState = tempDir('sigkill');
+    const distHost = join(PROJECT_ROOT, 'dist', 'src', 'sandbox', 'index.js');
+    const script = `
+      import { SandboxHost } from ${JSON.stringify(distHost)};
+      const host = await SandboxHost.open({ stateDir: ${JSON.stringify(killedState)} });
+      const sbs = [];
+      for (let i = 0; i < 3; i++) sbs.push(await host.boot({ layers: [${JSON.stringify(image('shell').rootfs)}], argv: ['/bin/sh', '-c', 'sleep 600 & sleep 600'] }));
+      await new Promise((r) => setTimeout(r, 100));
+      console.log(JSON.stringify(sbs.map((sb) => ({ pids: [sb.monitorPid, sb.initPid, sb.pid], cgroups: sb.cgroup.dirs, base: sb.hostIdBase }))));
+      setInterval(() => {}, 1000);`;
+    const gateway = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    gateway.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    for (let i = 0; i < 500 && !out.includes('\n'); i++) await sleep(20);
+    const sandboxes = JSON.parse(out) as Array<{ pids: number[]; cgroups: string[]; base: number }>;
+    const pids = sandboxes.flatMap((sb) => sb.pids);
+    expect(pids.every(alive)).toBe(true);
+
+    gateway.kill('SIGKILL');
+    // Die-with-parent: monitor, init and program go without anyone cleaning up.
+    for (let i = 0; i < 200 && pids.some(alive); i++) await sleep(10);
+    expect(pids.filter(alive)).toEqual([]);
+    for (const sb of sandboxes) expect(processesWithUidIn(sb.base, sb.base + 65536)).toEqual([]);
+    // Detached layers went with their last process: no mount ever appeared on the host.
+    expect(hostMounts().filter((m) => m.includes('fnbox'))).toEqual([]);
+    // The cgroups stay until the next start with the same state dir sweeps them.
+    expect(sandboxes.flatMap((sb) => sb.cgroups).every((dir) => existsSync(dir))).toBe(true);
+
+    const next = await SandboxHost.open({ stateDir: killedState });
+    expect(next.swept).toBe(3);
+    expect(sandboxes.flatMap((sb) => sb.cgroups).filter((dir) => existsSync(dir))).toEqual([]);
+    await next.close();
+    expect(fnboxCgroupDirs(next.cgroupParentName)).toEqual([]);
+    expect(readdirSync(killedState)).toEqual([]);
+    rmSync(killedState, { recursive: true, force: true });
+  });
+});

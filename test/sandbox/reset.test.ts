@@ -1,0 +1,136 @@
+// A fresh root per call on a warm process (DESIGN.md §2).
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Sandbox, SandboxHost } from '../../src/sandbox/index.js';
+import { image, openTestHost, tempDir } from '../support/env.js';
+
+let host: SandboxHost;
+let cleanup: () => Promise<void>;
+let codeLayer: string;
+
+function hashTree(dir: string): string {
+  const hash = createHash('sha256');
+  const walk = (d: string): void => {
+    for (const name of readdirSync(d).sort()) {
+      const full = join(d, name);
+      const st = statSync(full, { throwIfNoEntry: false });
+      hash.update(`${full} ${st?.mode} ${st?.size}\n`);
+      if (st?.isDirectory()) walk(full);
+      else if (st?.isFile()) hash.update(readFileSync(full));
+    }
+  };
+  walk(dir);
+  return hash.digest('hex');
+}
+
+/** A shell that answers "present"/"absent" for /tmp/x and /code/data.txt each time it is poked. */
+async function bootProbe(): Promise<{ sandbox: Sandbox; lines: string[] }> {
+  const script = [
+    'echo "pid $$"',
+    // Written after the test's first reset: the boot layer stays pinned by the
+    // shell's own executable mappings, later layers are freed on reset.
+    'sleep 1',
+    'echo changed > /code/data.txt',
+    'dd if=/dev/zero of=/tmp/x bs=1M count=8 2>/dev/null',
+    'echo written',
+    'while read -r _; do',
+    '  if [ -e /tmp/x ]; then echo "tmp present"; else echo "tmp absent"; fi',
+    '  echo "code $(cat /code/data.txt) pid $$"',
+    'done',
+  ].join('\n');
+  const sandbox = await host.boot({
+    layers: [codeLayer, image('shell').rootfs],
+    argv: ['/bin/sh', '-c', `while :; do sleep 0.02; echo; done | (${script})`],
+    captureLogs: true,
+  });
+  const lines: string[] = [];
+  let partial = '';
+  sandbox.log!.on('data', (chunk: Buffer) => {
+    partial += chunk.toString();
+    const parts = partial.split('\n');
+    partial = parts.pop()!;
+    lines.push(...parts);
+  });
+  sandbox.log!.resume();
+  await sandbox.resetRoot({ force: true });
+  return { sandbox, lines };
+}
+
+/** Waits for a matching line at or after index `from`; returns it and the index after it. */
+async function waitFor(lines: string[], predicate: (line: string) => boolean, from = 0): Promise<string> {
+  const found = await waitForIndex(lines, predicate, from);
+  return lines[found]!;
+}
+
+async function waitForIndex(lines: string[], predicate: (line: string) => boolean, from = 0): Promise<number> {
+  for (let i = 0; i < 300; i++) {
+    const index = lines.findIndex((line, at) => at >= from && predicate(line));
+    if (index >= 0) return index;
+    await sleep(10);
+  }
+  throw new Error(`no matching line in: ${lines.slice(-10).join(' | ')}`);
+}
+
+beforeAll(async () => {
+  ({ host, cleanup } = await openTestHost('reset'));
+  codeLayer = tempDir('code-layer');
+  mkdirSync(join(codeLayer, 'code'));
+  // World-writable so the sandbox user may change it (a copy-up into the upperdir).
+  writeFileSync(join(codeLayer, 'code', 'data.txt'), 'original\n');
+  chmodSync(join(codeLayer, 'code', 'data.txt'), 0o666);
+});
+afterAll(() => cleanup());
+
+describe('resetRoot', () => {
+  it('a long-lived process no longer sees what it wrote, keeps its PID, and the lowerdirs are untouched', async () => {
+    const lowerBefore = [hashTree(codeLayer), hashTree(image('shell').rootfs)];
+    const { sandbox, lines } = await bootProbe();
+    try {
+      const pidLine = await waitFor(lines, (l) => l.startsWith('pid '));
+      await waitFor(lines, (l) => l === 'written');
+      const present = await waitForIndex(lines, (l) => l === 'tmp present', lines.length);
+      expect(await waitFor(lines, (l) => l.startsWith('code '), present)).toBe(`code changed ${pidLine}`);
+      expect(sandbox.isDirty()).toBe(true);
+      const hostPid = sandbox.pid;
+      const memoryBefore = sandbox.usage().memoryCurrentBytes;
+
+      const result = await sandbox.resetRoot();
+      expect(result.skipped).toBe(false);
+
+      const absent = await waitForIndex(lines, (l) => l === 'tmp absent', lines.length);
+      expect(await waitFor(lines, (l) => l.startsWith('code '), absent)).toBe(`code original ${pidLine}`);
+      expect(sandbox.pid).toBe(hostPid);
+      expect(sandbox.isDirty()).toBe(false);
+      // The old layer's tmpfs was freed: its 8 MiB no longer count against the sandbox.
+      expect(sandbox.usage().memoryCurrentBytes).toBeLessThan(memoryBefore - 6 * 1024 * 1024);
+      expect([hashTree(codeLayer), hashTree(image('shell').rootfs)]).toEqual(lowerBefore);
+    } finally {
+      await sandbox.destroy();
+    }
+  });
+
+  it('is skipped when nothing was written', async () => {
+    const sandbox = await host.boot({ layers: [image('shell').rootfs], argv: ['/bin/sleep', '30'] });
+    try {
+      expect(sandbox.isDirty()).toBe(false);
+      expect(await sandbox.resetRoot()).toEqual({ skipped: true, us: 0 });
+    } finally {
+      await sandbox.destroy();
+    }
+  });
+
+  it('many resets leak no file descriptors in the monitor', async () => {
+    const sandbox = await host.boot({ layers: [image('shell').rootfs], argv: ['/bin/sleep', '30'] });
+    try {
+      await sandbox.resetRoot({ force: true });
+      const fds = readdirSync(`/proc/${sandbox.monitorPid}/fd`).length;
+      for (let i = 0; i < 50; i++) await sandbox.resetRoot({ force: true });
+      expect(readdirSync(`/proc/${sandbox.monitorPid}/fd`).length).toBe(fds);
+    } finally {
+      await sandbox.destroy();
+    }
+  });
+});
