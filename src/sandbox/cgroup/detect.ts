@@ -23,7 +23,7 @@ function selfDir(mount: CgroupMount, line: ProcCgroupLine | undefined): string |
   const relative = mount.root === '/' ? line.path
     : line.path === mount.root || line.path.startsWith(`${mount.root}/`) ? line.path.slice(mount.root.length) : undefined;
   if (relative === undefined) return undefined;
-  return join(mount.mountPoint, relative);
+  return join(mount.mountPoint, relative).replace(/(.)\/+$/, '$1');
 }
 
 function readOrUndefined(path: string): string | undefined {

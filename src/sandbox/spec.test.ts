@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { buildSandboxSpec, MASKED_PATHS, READONLY_PATHS, specToLauncherArgs, type SandboxOptions } from './spec.js';
+
+const base: SandboxOptions = {
+  id: 'sb-1',
+  layers: ['/state/functions/f/v1', '/images/node/rootfs'],
+  argv: ['/usr/bin/node', '/opt/fnbox/runtime/bootstrap.mjs'],
+  limits: { memoryBytes: 128 << 20, cpus: 0.5, pidsMax: 64, tmpBytes: 64 << 20, tmpInodes: 16384, nofile: 1024 },
+  hostIdBase: 100_000_000,
+  rootMountpoint: '/state/run/root',
+  channel: true,
+  captureLogs: true,
+  cgroup: { cloneInto: '/sys/fs/cgroup/unified/fnbox/sb-1', attachBeforeRelease: ['/sys/fs/cgroup/memory/fnbox/sb-1'] },
+};
+
+describe('buildSandboxSpec', () => {
+  it('maps a private host id range and runs the program as 1000 inside', () => {
+    const spec = buildSandboxSpec(base);
+    expect(spec.uidMaps).toEqual([{ inside: 0, outside: 100_000_000, count: 65536 }]);
+    expect(spec.gidMaps).toEqual(spec.uidMaps);
+    expect(spec.uid).toBe(1000);
+    expect(spec.gid).toBe(1000);
+  });
+
+  it('decides the hardening policy: masks, read-only paths, minimal /dev, rlimits', () => {
+    const spec = buildSandboxSpec(base);
+    expect(spec.masks).toEqual(MASKED_PATHS);
+    expect(spec.readonlyPaths).toEqual(READONLY_PATHS);
+    expect(spec.devNodes).toEqual(['null', 'zero', 'full', 'random', 'urandom', 'tty']);
+    expect(spec.rlimits).toEqual([
+      { name: 'core', soft: 0, hard: 0 },
+      { name: 'nofile', soft: 1024, hard: 1024 },
+      { name: 'fsize', soft: 64 << 20, hard: 64 << 20 },
+      { name: 'nproc', soft: 64, hard: 64 },
+    ]);
+  });
+
+  it('gives a clean environment the caller can extend but not smuggle names into', () => {
+    expect(buildSandboxSpec({ ...base, env: { A: '1' } }).env).toEqual(['PATH=/usr/local/bin:/usr/bin:/bin', 'HOME=/tmp', 'LANG=C.UTF-8', 'TMPDIR=/tmp', 'A=1']);
+    expect(() => buildSandboxSpec({ ...base, env: { 'A=B': '1' } })).toThrow(/environment variable name/);
+  });
+
+  it('refuses what the launcher could misread', () => {
+    expect(() => buildSandboxSpec({ ...base, id: '../x' })).toThrow(/sandbox id/);
+    expect(() => buildSandboxSpec({ ...base, layers: ['/a:b'] })).toThrow(/without ':'/);
+    expect(() => buildSandboxSpec({ ...base, layers: ['relative'] })).toThrow(/absolute/);
+    expect(() => buildSandboxSpec({ ...base, argv: ['node'] })).toThrow(/absolute path/);
+    expect(() => buildSandboxSpec({ ...base, hostIdBase: 0 })).toThrow(/host root/);
+  });
+});
+
+describe('specToLauncherArgs', () => {
+  it('serialises every decision, the program last', () => {
+    const args = specToLauncherArgs(buildSandboxSpec(base), '/state/run/launcher.sock');
+    const pairs = (flag: string): string[] => args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
+    expect(pairs('--connect')).toEqual(['/state/run/launcher.sock']);
+    expect(pairs('--lower')).toEqual(base.layers);
+    expect(pairs('--uid-map')).toEqual(['0:100000000:65536']);
+    expect(pairs('--cgroup2')).toEqual(['/sys/fs/cgroup/unified/fnbox/sb-1']);
+    expect(pairs('--cgroup1')).toEqual(['/sys/fs/cgroup/memory/fnbox/sb-1']);
+    expect(pairs('--rlimit')).toContain('fsize=67108864:67108864');
+    expect(pairs('--channel-fd')).toEqual(['3']);
+    expect(args).toContain('--capture-logs');
+    expect(args.slice(args.indexOf('--'))).toEqual(['--', ...base.argv]);
+  });
+});

@@ -1,0 +1,73 @@
+// One contract, every driver (crun's cgroup managers share one): the real
+// driver of this host, and the others on an in-memory cgroupfs that follows
+// the kernel's documented rules.
+import { describe, expect, it } from 'vitest';
+import { openCgroupDriver, type CgroupDriver, type CgroupFs } from '../../src/sandbox/cgroup/index.js';
+import { realCgroupFs } from '../../src/sandbox/cgroup/fs.js';
+import { FakeCgroupFs } from '../support/fake-cgroupfs.js';
+
+interface Case {
+  name: string;
+  open: () => { driver: CgroupDriver; fs: CgroupFs };
+}
+
+const cases: Case[] = [
+  {
+    name: 'this host (real kernel)',
+    open: () => ({ driver: openCgroupDriver(`fnbox-contract-${process.pid}`), fs: realCgroupFs }),
+  },
+  {
+    name: 'pure v2 (fake, cgroup-v2.rst)',
+    open: () => {
+      const fs = new FakeCgroupFs().addV2Root('/cg', ['cpu', 'memory', 'pids', 'io']);
+      fs.write('/cg/cgroup.subtree_control', '+cpu +memory +pids');
+      fs.addExisting('/cg/service');
+      fs.addProcess('/cg/service', 42);
+      const driver = openCgroupDriver('fnbox-c', { mode: 'v2', unifiedSelf: '/cg/service', unifiedRoot: '/cg', v1Self: new Map() }, fs);
+      return { driver, fs };
+    },
+  },
+  {
+    name: 'hybrid (fake, v1 controllers + empty cgroup2)',
+    open: () => {
+      const fs = new FakeCgroupFs().addV1Root('/cg/memory', ['memory']).addV1Root('/cg/cpu,cpuacct', ['cpu', 'cpuacct']).addV1Root('/cg/pids', ['pids']).addV2Root('/cg/unified', []);
+      const v1Self = new Map([['memory', '/cg/memory'], ['cpu', '/cg/cpu,cpuacct'], ['cpuacct', '/cg/cpu,cpuacct'], ['pids', '/cg/pids']]);
+      return { driver: openCgroupDriver('fnbox-c', { mode: 'hybrid', unifiedSelf: '/cg/unified', unifiedRoot: '/cg/unified', v1Self }, fs), fs };
+    },
+  },
+  {
+    name: 'pure v1 (fake)',
+    open: () => {
+      const fs = new FakeCgroupFs().addV1Root('/cg/memory', ['memory']).addV1Root('/cg/cpu', ['cpu']).addV1Root('/cg/cpuacct', ['cpuacct']).addV1Root('/cg/pids', ['pids']);
+      const v1Self = new Map([['memory', '/cg/memory'], ['cpu', '/cg/cpu'], ['cpuacct', '/cg/cpuacct'], ['pids', '/cg/pids']]);
+      return { driver: openCgroupDriver('fnbox-c', { mode: 'v1', v1Self }, fs), fs };
+    },
+  },
+];
+
+describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
+  it('creates a sandbox cgroup under its own parent, reports usage, and removes everything', async () => {
+    const { driver, fs } = open();
+    try {
+      const cg = driver.create('sb-contract', { memoryBytes: 32 << 20, cpus: 0.25, cpuPeriodUs: 100_000, pidsMax: 16 });
+      expect(cg.dirs.length).toBeGreaterThan(0);
+      for (const dir of cg.dirs) expect(fs.exists(dir), dir).toBe(true);
+      // Sandboxes live below our own cgroup, never at a hierarchy root.
+      for (const dir of cg.dirs) expect(dir.split('/').filter(Boolean).length).toBeGreaterThanOrEqual(4);
+      expect(cg.cloneInto !== undefined || cg.attachBeforeRelease.length > 0).toBe(true);
+      const usage = driver.usage(cg);
+      expect(usage.memoryCurrentBytes).toBeGreaterThanOrEqual(0);
+      expect(usage.pidsCurrent).toBe(0);
+      expect(driver.events(cg)).toEqual({ oomKills: 0, pidsMaxHits: 0 });
+      driver.resetPeak(cg);
+      driver.kill(cg);
+      await driver.destroy(cg);
+      for (const dir of cg.dirs) expect(fs.exists(dir), dir).toBe(false);
+      const leftover = driver.create('sb-leftover', { memoryBytes: 32 << 20, cpuPeriodUs: 100_000, pidsMax: 16 });
+      expect(await driver.sweep()).toBe(1);
+      for (const dir of leftover.dirs) expect(fs.exists(dir)).toBe(false);
+    } finally {
+      await driver.close();
+    }
+  });
+});
