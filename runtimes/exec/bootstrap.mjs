@@ -1,1 +1,96 @@
-// placeholder
+// fnbox exec runtime: a warm process that runs the function's executable
+// once per call, inside the same sandbox. The payload goes to its stdin, its
+// stdout is the result, its stderr the call's log; a non-zero exit status is
+// an error. Request details arrive as environment variables (CGI-like).
+// Framing on fd 3: u32 BE header length, u32 BE body length, JSON header, body.
+import { spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { failInit, send, serve } from '/opt/fnbox/runtime/channel.mjs';
+
+const CODE_DIR = process.env.FNBOX_CODE_DIR || '/code';
+const HANDLER = process.env.FNBOX_HANDLER || 'run.sh';
+const MAX_RESPONSE = Number(process.env.FNBOX_MAX_RESPONSE_BYTES || 6 * 1024 * 1024);
+const MAX_LOG = Number(process.env.FNBOX_MAX_LOG_BYTES || 64 * 1024);
+const FUNCTION_NAME = process.env.FNBOX_FUNCTION || 'function';
+const functionEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('FNBOX_')));
+
+const executable = HANDLER.startsWith('/') ? HANDLER : `${CODE_DIR}/${HANDLER.replace(/^\.\//, '')}`;
+
+function checkExecutable() {
+  if (!existsSync(executable)) throw new Error(`handler ${HANDLER} not found in the function`);
+  const mode = statSync(executable).mode;
+  if (!(mode & 0o111)) throw new Error(`handler ${HANDLER} is not executable (mode ${(mode & 0o777).toString(8)})`);
+}
+
+function collect(stream, limit) {
+  const state = { chunks: [], bytes: 0, dropped: 0 };
+  stream.on('data', (chunk) => {
+    const room = limit - state.bytes;
+    if (room <= 0) {
+      state.dropped += chunk.length;
+      return;
+    }
+    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    state.chunks.push(kept);
+    state.bytes += kept.length;
+    state.dropped += chunk.length - kept.length;
+  });
+  return state;
+}
+
+function isUtf8(buffer) {
+  return Buffer.from(buffer.toString('utf8'), 'utf8').equals(buffer);
+}
+
+function run(header, body) {
+  if (header.reset) process.chdir(CODE_DIR);
+  const url = new URL(header.url);
+  const headers = Object.fromEntries(header.headers);
+  const child = spawn(executable, [], {
+    cwd: CODE_DIR,
+    env: {
+      ...functionEnv,
+      FNBOX_INVOCATION_ID: header.id,
+      FNBOX_FUNCTION_NAME: FUNCTION_NAME,
+      FNBOX_DEADLINE_MS: String(header.deadline),
+      REQUEST_METHOD: header.method,
+      PATH_INFO: url.pathname,
+      QUERY_STRING: url.search.slice(1),
+      CONTENT_TYPE: headers['content-type'] ?? '',
+      CONTENT_LENGTH: String(body.length),
+    },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  // One more byte than allowed tells us the limit was crossed.
+  const stdout = collect(child.stdout, MAX_RESPONSE + 1);
+  const stderr = collect(child.stderr, MAX_LOG);
+  child.stdin.on('error', () => {}); // the program may not read its input
+  child.stdin.end(body);
+  return new Promise((resolve) => {
+    child.on('error', (error) => resolve(send({ k: 'error', id: header.id, type: 'Unhandled', name: 'ExecError', message: `could not run ${HANDLER}: ${error.message}` })));
+    child.on('close', (code, signal) => {
+      const logs = Buffer.concat(stderr.chunks);
+      if (logs.length) send({ k: 'log', id: header.id, stream: 'stderr', truncated: stderr.dropped || undefined }, logs);
+      const output = Buffer.concat(stdout.chunks);
+      if (code !== 0) {
+        const tail = logs.toString('utf8').trim().split('\n').slice(-5).join('\n');
+        const how = signal ? `was killed by signal ${signal}` : `exited with code ${code}`;
+        return resolve(send({ k: 'error', id: header.id, type: 'Unhandled', name: 'ExitStatus', message: `${HANDLER} ${how}${tail ? `: ${tail}` : ''}` }));
+      }
+      if (output.length > MAX_RESPONSE) {
+        return resolve(send({ k: 'error', id: header.id, type: 'Unhandled', name: 'ResponseTooLarge', message: `the output exceeds the limit of ${MAX_RESPONSE} bytes` }));
+      }
+      const type = isUtf8(output) ? 'text/plain; charset=utf-8' : 'application/octet-stream';
+      resolve(send({ k: 'result', id: header.id, status: 200, headers: [['content-type', type]] }, output));
+    });
+  });
+}
+
+try {
+  process.chdir(CODE_DIR);
+  checkExecutable();
+  send({ k: 'ready', runtime: 'exec', version: process.version });
+  serve(run);
+} catch (error) {
+  failInit(error);
+}

@@ -1,10 +1,9 @@
 // One live sandbox: boot, per-call root reset, stats, kill, destroy. Knows
 // nothing about functions or HTTP; the runtime layer builds on it.
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
-import type { CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
+import type { CallMeter, CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
 import type { IdRanges } from './ids.js';
 import type { LaunchedSandbox, LauncherEvent } from './launcher.js';
 import type { SandboxSpec } from './spec.js';
@@ -25,6 +24,8 @@ export interface ResetResult {
   /** Time the launcher spent swapping the root, in microseconds. */
   us: number;
 }
+
+const EMPTY_TMPFS_DIR_SIZE = 40;
 
 export const NAMESPACES = ['user', 'pid', 'mnt', 'net', 'ipc', 'uts', 'cgroup'] as const;
 
@@ -49,6 +50,7 @@ export class Sandbox {
   private monitorGone: Promise<void>;
   private resetWaiters: Array<(event: Extract<LauncherEvent, { event: 'reset' }>) => void> = [];
   private programPid?: number;
+  private callMeter?: CallMeter;
 
   constructor(
     readonly spec: SandboxSpec,
@@ -114,9 +116,15 @@ export class Sandbox {
     return `/proc/${this.monitorPid}/fd/${this.upperFd}/upper`;
   }
 
-  /** Whether anything was written to the root since the last reset. */
+  /**
+   * Whether anything was written to the root since the last reset. A tmpfs
+   * directory's size is 40 when empty and grows 20 per entry (the kernel's
+   * BOGO_DIRENT_SIZE): one stat on the hot path; any other size is checked
+   * by listing, so a kernel that counts differently is only slower.
+   */
   isDirty(): boolean {
     try {
+      if (statSync(this.upperDir).size === EMPTY_TMPFS_DIR_SIZE) return false;
       return readdirSync(this.upperDir).length > 0;
     } catch {
       return true;
@@ -149,8 +157,10 @@ export class Sandbox {
     return this.deps.cgroups.events(this.cgroup);
   }
 
-  resetPeak(): void {
-    this.deps.cgroups.resetPeak(this.cgroup);
+  /** Cgroup files held open for per-call receipts and the stray check. */
+  get meter(): CallMeter {
+    this.callMeter ??= this.deps.cgroups.meter(this.cgroup);
+    return this.callMeter;
   }
 
   /** Host PID of the program (the init's only direct child it started). */
@@ -168,28 +178,33 @@ export class Sandbox {
 
   /**
    * Kills every process but the init and the program: what a call started
-   * must not live into the next call. Returns how many were killed.
+   * must not live into the next call. Resolves once the kernel no longer
+   * counts them in the cgroup; returns how many were killed.
    */
-  killStrays(): number {
-    let pids: number[];
-    try {
-      pids = readFileSync(join(this.cgroup.primaryDir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
-    } catch {
-      return 0;
-    }
-    if (pids.length <= 2) return 0; // the init and the program
-    const keep = new Set([this.initPid, this.pid]);
-    let killed = 0;
-    for (const pid of pids) {
-      if (keep.has(pid)) continue;
+  async killStrays(): Promise<number> {
+    const strays = this.strays();
+    if (strays.length === 0) return 0;
+    for (const pid of strays) {
       try {
         process.kill(pid, 'SIGKILL');
-        killed++;
       } catch {
         // exited meanwhile
       }
     }
-    return killed;
+    for (let i = 0; i < 200 && this.strays().some((pid) => strays.includes(pid)); i++) await sleep(1);
+    return strays.length;
+  }
+
+  private strays(): number[] {
+    let pids: number[];
+    try {
+      pids = this.meter.processes();
+    } catch {
+      return [];
+    }
+    if (pids.length <= 2) return []; // the init and the program
+    const keep = new Set([this.initPid, this.pid]);
+    return pids.filter((pid) => !keep.has(pid));
   }
 
   /** Namespace inodes as `ls -l /proc/PID/ns` shows them. */
@@ -232,6 +247,7 @@ export class Sandbox {
       await this.monitorGone;
     }
     for (const socket of [this.launched.control, this.launched.channel, this.launched.log]) socket?.destroy();
+    this.callMeter?.close();
     await this.deps.cgroups.destroy(this.cgroup);
     this.deps.ids.release(this.hostIdBase);
     this.deps.onGone(this);

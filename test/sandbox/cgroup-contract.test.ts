@@ -59,7 +59,11 @@ describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
       expect(usage.memoryCurrentBytes).toBeGreaterThanOrEqual(0);
       expect(usage.pidsCurrent).toBe(0);
       expect(driver.events(cg)).toEqual({ oomKills: 0, pidsMaxHits: 0 });
-      driver.resetPeak(cg);
+      const meter = driver.meter(cg);
+      expect(meter.begin()).toBeGreaterThanOrEqual(0);
+      expect(meter.end().memoryPeakBytes).toBeGreaterThanOrEqual(0);
+      expect(meter.processes()).toEqual([]);
+      meter.close();
       driver.kill(cg);
       await driver.destroy(cg);
       for (const dir of cg.dirs) expect(fs.exists(dir), dir).toBe(false);

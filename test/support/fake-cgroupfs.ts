@@ -181,7 +181,7 @@ export class FakeCgroupFs implements CgroupFs {
     this.node(dirname(path)).files.set(path.slice(dirname(path).length + 1), value);
   }
 
-  open(path: string): CgroupFileHandle {
+  open(path: string, _mode: 'r' | 'rw'): CgroupFileHandle {
     return { read: () => this.read(path), write: (value) => this.write(path, value), close: () => {} };
   }
 

@@ -12,6 +12,11 @@ export function parseFlatKeyed(text: string): Map<string, number> {
   return values;
 }
 
+/** cgroup.procs: one PID per line. */
+export function parsePids(text: string): number[] {
+  return text.split('\n').filter(Boolean).map(Number);
+}
+
 /** v2 cpu.max: "$MAX $PERIOD", MAX may be "max". */
 export function parseCpuMax(text: string): { quotaUs: number | 'max'; periodUs: number } {
   const [quota, period] = text.trim().split(/\s+/);

@@ -17,8 +17,8 @@ export interface CgroupFs {
   write(path: string, value: string): void;
   exists(path: string): boolean;
   listDirs(path: string): string[];
-  /** Kept open: memory.peak's reset is per open file (Linux 6.12+). */
-  open(path: string): CgroupFileHandle;
+  /** Kept open: one pread per use; memory.peak's reset is per open file (Linux 6.12+). */
+  open(path: string, mode: 'r' | 'rw'): CgroupFileHandle;
 }
 
 export const realCgroupFs: CgroupFs = {
@@ -28,9 +28,9 @@ export const realCgroupFs: CgroupFs = {
   write: (path, value) => writeFileSync(path, value),
   exists: (path) => existsSync(path),
   listDirs: (path) => readdirSync(path, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name),
-  open(path) {
-    const fd = openSync(path, 'r+');
-    const buffer = Buffer.alloc(64);
+  open(path, mode) {
+    const fd = openSync(path, mode === 'rw' ? 'r+' : 'r');
+    const buffer = Buffer.alloc(8192);
     return {
       read: () => buffer.toString('utf8', 0, readSync(fd, buffer, 0, buffer.length, 0)),
       write: (value) => void writeSync(fd, value),

@@ -41,15 +41,25 @@ export interface CgroupEvents {
   pidsMaxHits: number;
 }
 
+export interface CallMeter {
+  /** Starts a new peak-memory window; returns the cpu time used so far. */
+  begin(): number;
+  /** Cpu time used so far and the memory peak since begin(). */
+  end(): { cpuUsageUs: number; memoryPeakBytes: number };
+  /** Host PIDs of every process in the cgroup. */
+  processes(): number[];
+  close(): void;
+}
+
 export interface CgroupDriver {
   readonly mode: CgroupMode;
   /** One line for logs and /healthz: which driver, where. */
   readonly description: string;
   create(name: string, limits: CgroupLimits): SandboxCgroup;
   usage(cgroup: SandboxCgroup): CgroupUsage;
+  /** Files held open for the per-call receipt (one pread each on the invoke path). */
+  meter(cgroup: SandboxCgroup): CallMeter;
   events(cgroup: SandboxCgroup): CgroupEvents;
-  /** Starts a new peak-memory window (per-call receipts). */
-  resetPeak(cgroup: SandboxCgroup): void;
   /** Kills every process of the sandbox at once. */
   kill(cgroup: SandboxCgroup, initPid?: number): void;
   /** Removes the sandbox's directories; its processes must be gone. */

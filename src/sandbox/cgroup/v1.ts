@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { FnboxError } from '../../errors.js';
 import { childDirs, ensureDir, killListed, removeDir, tryRead, writeIfPresent } from './common.js';
 import type { CgroupHost } from './detect.js';
-import { parseFlatKeyed } from './files.js';
+import { parseFlatKeyed, parsePids } from './files.js';
 import { realCgroupFs, type CgroupFs } from './fs.js';
-import type { CgroupDriver, CgroupEvents, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+import type { CallMeter, CgroupDriver, CgroupEvents, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
 
 const CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;
 type Controller = (typeof CONTROLLERS)[number];
@@ -98,15 +98,31 @@ export class V1CgroupDriver implements CgroupDriver {
     };
   }
 
+  meter(cgroup: SandboxCgroup): CallMeter {
+    const memory = this.dir(cgroup, 'memory')!;
+    const cpuacct = this.dir(cgroup, 'cpuacct');
+    const cpu = cpuacct ? this.fs.open(join(cpuacct, 'cpuacct.usage'), 'r') : undefined;
+    // Writing to max_usage_in_bytes resets it to the current usage.
+    const peak = this.fs.open(join(memory, 'memory.max_usage_in_bytes'), 'rw');
+    const cpuUs = (): number => (cpu ? Math.round(Number(cpu.read()) / 1000) : 0);
+    return {
+      begin: () => {
+        peak.write('0');
+        return cpuUs();
+      },
+      end: () => ({ cpuUsageUs: cpuUs(), memoryPeakBytes: Number(peak.read()) }),
+      // Opened afresh each time: v1 caches a pid list per open file.
+      processes: () => parsePids(this.fs.read(join(memory, 'cgroup.procs'))),
+      close: () => {
+        for (const file of [cpu, peak]) file?.close();
+      },
+    };
+  }
+
   events(cgroup: SandboxCgroup): CgroupEvents {
     const oom = parseFlatKeyed(tryRead(this.fs, join(this.dir(cgroup, 'memory')!, 'memory.oom_control')) ?? '');
     const pids = parseFlatKeyed(tryRead(this.fs, join(this.dir(cgroup, 'pids')!, 'pids.events')) ?? '');
     return { oomKills: oom.get('oom_kill') ?? 0, pidsMaxHits: pids.get('max') ?? 0 };
-  }
-
-  resetPeak(cgroup: SandboxCgroup): void {
-    // Writing to max_usage_in_bytes resets it to the current usage.
-    this.fs.write(join(this.dir(cgroup, 'memory')!, 'memory.max_usage_in_bytes'), '0');
   }
 
   kill(cgroup: SandboxCgroup, initPid?: number): void {

@@ -52,8 +52,9 @@ describe('V2CgroupDriver', () => {
     fs.setFile(`${cg.primaryDir}/pids.events`, 'max 5\n');
     expect(driver.usage(cg)).toEqual({ memoryCurrentBytes: 4096, memoryPeakBytes: 8192, cpuUsageUs: 5000, nrThrottled: 2, throttledUs: 900, pidsCurrent: 3 });
     expect(driver.events(cg)).toEqual({ oomKills: 1, pidsMaxHits: 5 });
-    driver.resetPeak(cg);
-    expect(driver.usage(cg).memoryPeakBytes).toBe(4096);
+    const meter = driver.meter(cg);
+    expect(meter.begin()).toBe(5000);
+    expect(meter.end()).toEqual({ cpuUsageUs: 5000, memoryPeakBytes: 4096 });
   });
 
   it('kills with cgroup.kill, destroys, sweeps leftovers and closes', async () => {

@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { FnboxError } from '../../errors.js';
 import { childDirs, ensureDir, killListed, removeDir, tryRead, writeIfPresent } from './common.js';
 import type { CgroupHost } from './detect.js';
-import { formatCpuMax, parseFlatKeyed } from './files.js';
-import { realCgroupFs, type CgroupFileHandle, type CgroupFs } from './fs.js';
-import type { CgroupDriver, CgroupEvents, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+import { formatCpuMax, parseFlatKeyed, parsePids } from './files.js';
+import { realCgroupFs, type CgroupFs } from './fs.js';
+import type { CallMeter, CgroupDriver, CgroupEvents, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
 
 const CONTROLLERS = ['memory', 'cpu', 'pids'];
 export const GATEWAY_LEAF = 'fnbox-gateway';
@@ -19,8 +19,6 @@ export class V2CgroupDriver implements CgroupDriver {
   readonly description: string;
   private readonly self: string;
   private readonly parent: string;
-  /** memory.peak held open per sandbox: a write resets the peak for that file only (6.12+). */
-  private readonly peakFiles = new Map<string, CgroupFileHandle>();
 
   constructor(host: CgroupHost, parentName: string, private readonly fs: CgroupFs = realCgroupFs) {
     if (!host.unifiedSelf) throw new FnboxError('HostUnsupported', 'cgroup v2 is not mounted');
@@ -79,10 +77,9 @@ export class V2CgroupDriver implements CgroupDriver {
   usage(cgroup: SandboxCgroup): CgroupUsage {
     const dir = cgroup.primaryDir;
     const cpu = parseFlatKeyed(this.fs.read(join(dir, 'cpu.stat')));
-    const peak = this.peakFiles.get(cgroup.name)?.read() ?? tryRead(this.fs, join(dir, 'memory.peak')) ?? '0';
     return {
       memoryCurrentBytes: Number(this.fs.read(join(dir, 'memory.current'))),
-      memoryPeakBytes: Number(peak.trim()),
+      memoryPeakBytes: Number(tryRead(this.fs, join(dir, 'memory.peak')) ?? 0),
       cpuUsageUs: cpu.get('usage_usec') ?? 0,
       nrThrottled: cpu.get('nr_throttled') ?? 0,
       throttledUs: cpu.get('throttled_usec') ?? 0,
@@ -90,25 +87,34 @@ export class V2CgroupDriver implements CgroupDriver {
     };
   }
 
+  meter(cgroup: SandboxCgroup): CallMeter {
+    const dir = cgroup.primaryDir;
+    const cpu = this.fs.open(join(dir, 'cpu.stat'), 'r');
+    // Since 6.12 a write to memory.peak resets the peak for that open file only.
+    const peak = this.fs.open(join(dir, 'memory.peak'), 'rw');
+    const cpuUs = (): number => parseFlatKeyed(cpu.read()).get('usage_usec') ?? 0;
+    return {
+      begin: () => {
+        try {
+          peak.write('reset');
+        } catch {
+          // Before 6.12 memory.peak is read-only: receipts show the lifetime peak.
+        }
+        return cpuUs();
+      },
+      end: () => ({ cpuUsageUs: cpuUs(), memoryPeakBytes: Number(peak.read()) }),
+      // Opened afresh each time: v1 caches a pid list per open file.
+      processes: () => parsePids(this.fs.read(join(dir, 'cgroup.procs'))),
+      close: () => {
+        for (const file of [cpu, peak]) file.close();
+      },
+    };
+  }
+
   events(cgroup: SandboxCgroup): CgroupEvents {
     const memory = parseFlatKeyed(tryRead(this.fs, join(cgroup.primaryDir, 'memory.events')) ?? '');
     const pids = parseFlatKeyed(tryRead(this.fs, join(cgroup.primaryDir, 'pids.events')) ?? '');
     return { oomKills: memory.get('oom_kill') ?? 0, pidsMaxHits: pids.get('max') ?? 0 };
-  }
-
-  resetPeak(cgroup: SandboxCgroup): void {
-    let file = this.peakFiles.get(cgroup.name);
-    try {
-      if (!file) {
-        file = this.fs.open(join(cgroup.primaryDir, 'memory.peak'));
-        this.peakFiles.set(cgroup.name, file);
-      }
-      file.write('reset');
-    } catch {
-      // Before 6.12 memory.peak is read-only: receipts then show the lifetime peak.
-      file?.close();
-      this.peakFiles.delete(cgroup.name);
-    }
   }
 
   kill(cgroup: SandboxCgroup, initPid?: number): void {
@@ -125,8 +131,6 @@ export class V2CgroupDriver implements CgroupDriver {
   }
 
   async destroy(cgroup: SandboxCgroup): Promise<void> {
-    this.peakFiles.get(cgroup.name)?.close();
-    this.peakFiles.delete(cgroup.name);
     for (const dir of cgroup.dirs) await removeDir(this.fs, dir);
   }
 

@@ -1,0 +1,122 @@
+// The invocation channel: length-prefixed frames over the socket the
+// sandbox gets as fd 3. A frame is
+//
+//   u32 BE header length | u32 BE body length | header (JSON, small) | body (raw bytes)
+//
+// so bodies are never escaped or base64'd on the hot path. The runtimes in
+// runtimes/<name>/ implement the same framing in their own language.
+
+export const FRAME_PREFIX = 8;
+/** Headers are metadata only; anything bigger is a broken or hostile peer. */
+export const MAX_HEADER_BYTES = 256 * 1024;
+
+export type Pairs = Array<[string, string]>;
+
+/** Host → runtime. */
+export interface InvokeHeader {
+  k: 'invoke';
+  id: string;
+  /** Epoch milliseconds by which the call must have answered. */
+  deadline: number;
+  method: string;
+  url: string;
+  headers: Pairs;
+  /** The root was swapped since the last call: re-resolve the cwd. */
+  reset?: boolean;
+}
+
+/** Runtime → host. */
+export type RuntimeHeader =
+  | { k: 'ready'; runtime: string; version: string }
+  | { k: 'init_error'; message: string; stack?: string }
+  | { k: 'log'; id: string; stream: 'stdout' | 'stderr'; truncated?: number }
+  | { k: 'result'; id: string; status: number; headers: Pairs }
+  | { k: 'error'; id: string; type: 'Unhandled'; message: string; stack?: string; name?: string };
+
+export interface Frame<H = unknown> {
+  header: H;
+  body: Buffer;
+}
+
+/** Bodies up to this size are copied into one buffer: one write beats three. */
+const COALESCE_BYTES = 64 * 1024;
+
+export function encodeFrame(header: object, body: Buffer = EMPTY): Buffer[] {
+  const json = JSON.stringify(header);
+  const jsonLength = Buffer.byteLength(json);
+  if (body.length <= COALESCE_BYTES) {
+    const frame = Buffer.allocUnsafe(FRAME_PREFIX + jsonLength + body.length);
+    frame.writeUInt32BE(jsonLength, 0);
+    frame.writeUInt32BE(body.length, 4);
+    frame.write(json, FRAME_PREFIX, 'utf8');
+    body.copy(frame, FRAME_PREFIX + jsonLength);
+    return [frame];
+  }
+  const prefix = Buffer.allocUnsafe(FRAME_PREFIX + jsonLength);
+  prefix.writeUInt32BE(jsonLength, 0);
+  prefix.writeUInt32BE(body.length, 4);
+  prefix.write(json, FRAME_PREFIX, 'utf8');
+  return [prefix, body];
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export class FrameTooLargeError extends Error {
+  constructor(readonly part: 'header' | 'body', readonly size: number, readonly limit: number) {
+    super(`frame ${part} of ${size} bytes exceeds the limit of ${limit}`);
+  }
+}
+
+/**
+ * Incremental decoder: push chunks, get whole frames. Keeps chunks in a
+ * list until a frame is complete, so a multi-MiB body costs one copy.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(private readonly maxBodyBytes: number) {}
+
+  push(chunk: Buffer): Frame[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const frames: Frame[] = [];
+    for (;;) {
+      if (this.buffered < FRAME_PREFIX) break;
+      const prefix = this.peek(FRAME_PREFIX);
+      const headerLength = prefix.readUInt32BE(0);
+      const bodyLength = prefix.readUInt32BE(4);
+      if (headerLength > MAX_HEADER_BYTES) throw new FrameTooLargeError('header', headerLength, MAX_HEADER_BYTES);
+      if (bodyLength > this.maxBodyBytes) throw new FrameTooLargeError('body', bodyLength, this.maxBodyBytes);
+      const total = FRAME_PREFIX + headerLength + bodyLength;
+      if (this.buffered < total) break;
+      const whole = this.take(total);
+      const header: unknown = JSON.parse(whole.toString('utf8', FRAME_PREFIX, FRAME_PREFIX + headerLength));
+      frames.push({ header, body: whole.subarray(FRAME_PREFIX + headerLength) });
+    }
+    return frames;
+  }
+
+  private peek(length: number): Buffer {
+    if (this.chunks[0]!.length >= length) return this.chunks[0]!;
+    const joined = Buffer.concat(this.chunks);
+    this.chunks = [joined];
+    return joined;
+  }
+
+  private take(length: number): Buffer {
+    const first = this.chunks[0]!;
+    let whole: Buffer;
+    if (first.length >= length) {
+      whole = first.subarray(0, length);
+      if (first.length === length) this.chunks.shift();
+      else this.chunks[0] = first.subarray(length);
+    } else {
+      const joined = Buffer.concat(this.chunks);
+      whole = joined.subarray(0, length);
+      this.chunks = joined.length > length ? [joined.subarray(length)] : [];
+    }
+    this.buffered -= length;
+    return whole;
+  }
+}

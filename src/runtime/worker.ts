@@ -1,0 +1,344 @@
+// A warm runtime in a sandbox: boot it, wait for "ready", then invoke calls
+// one at a time over the framed channel. Between calls: processes the call
+// left behind are killed and, when the call wrote files, the root is reset,
+// so the next call sees a fresh filesystem in the same warm process.
+import { randomUUID } from 'node:crypto';
+import { FnboxError } from '../errors.js';
+import type { ImageStore } from '../images/index.js';
+import type { Sandbox, SandboxHost } from '../sandbox/index.js';
+import { RUNTIMES, type RuntimeKind } from './kinds.js';
+import { encodeFrame, FrameDecoder, FrameTooLargeError, type Frame, type Pairs, type RuntimeHeader } from './protocol.js';
+
+export interface WorkerConfig {
+  functionName: string;
+  runtime: RuntimeKind;
+  handler: string;
+  /** Directory holding `code/`: the function's read-only layer. */
+  codeLayer: string;
+  env: Record<string, string>;
+  memoryMb: number;
+  cpus?: number;
+  timeoutMs: number;
+  tmpMb: number;
+  pidsMax: number;
+  maxPayloadBytes: number;
+  maxResponseBytes: number;
+  maxLogBytes: number;
+  initTimeoutMs: number;
+}
+
+export const DEFAULT_WORKER_LIMITS = {
+  memoryMb: 128,
+  cpus: 1,
+  timeoutMs: 30_000,
+  tmpMb: 64,
+  pidsMax: 64,
+  maxPayloadBytes: 6 * 1024 * 1024,
+  maxResponseBytes: 6 * 1024 * 1024,
+  maxLogBytes: 64 * 1024,
+  initTimeoutMs: 10_000,
+};
+
+export interface InvokeRequest {
+  method: string;
+  url: string;
+  headers: Pairs;
+  body: Buffer;
+}
+
+export interface Receipt {
+  wallMs: number;
+  cpuMs: number;
+  memoryPeakBytes: number;
+}
+
+export interface InvokeResult {
+  id: string;
+  status: number;
+  headers: Pairs;
+  body: Buffer;
+  logs: string;
+  receipt: Receipt;
+}
+
+export interface InvokeOptions {
+  id?: string;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+type WorkerState = 'idle' | 'busy' | 'dead';
+
+interface ActiveCall {
+  id: string;
+  logs: Buffer[];
+  logBytes: number;
+  droppedLog: number;
+  settle: (outcome: { frame?: Frame<RuntimeHeader>; error?: FnboxError }) => void;
+}
+
+const TAIL_BYTES = 4096;
+
+export class Worker {
+  state: WorkerState = 'busy';
+  calls = 0;
+  lastUsedAt = Date.now();
+  readonly startedAt = Date.now();
+  readonly bootMs: number;
+  private active?: ActiveCall;
+  private settling: Promise<void> = Promise.resolve();
+  private rootWasReset = false;
+  private recentOutput = Buffer.alloc(0);
+  private readonly decoder: FrameDecoder;
+  private onFrame?: (frame: Frame<RuntimeHeader>) => void;
+  private readonly goneListeners: Array<(worker: Worker) => void> = [];
+
+  private constructor(readonly sandbox: Sandbox, readonly config: WorkerConfig, bootMs: number) {
+    this.bootMs = bootMs;
+    this.decoder = new FrameDecoder(config.maxResponseBytes + config.maxLogBytes);
+    const channel = sandbox.channel!;
+    channel.on('data', (chunk: Buffer) => this.receive(chunk));
+    channel.on('error', () => {});
+    channel.resume();
+    sandbox.log!.on('data', (chunk: Buffer) => this.strayOutput(chunk));
+    sandbox.log!.on('error', () => {});
+    sandbox.log!.resume();
+    void sandbox.exited.then(() => this.onSandboxExit());
+  }
+
+  /** Boots the runtime and resolves once the function is loaded. */
+  static async start(host: SandboxHost, images: ImageStore, config: WorkerConfig): Promise<Worker> {
+    const launch = RUNTIMES[config.runtime];
+    const image = await images.get(launch.image);
+    const started = performance.now();
+    const sandbox = await host.boot({
+      layers: [config.codeLayer, image.rootfs],
+      argv: launch.argv(image, config.memoryMb),
+      cwd: '/code',
+      env: {
+        ...config.env,
+        ...launch.env,
+        FNBOX_HANDLER: config.handler,
+        FNBOX_FUNCTION: config.functionName,
+        FNBOX_MEMORY_MB: String(config.memoryMb),
+        FNBOX_MAX_RESPONSE_BYTES: String(config.maxResponseBytes),
+        FNBOX_MAX_LOG_BYTES: String(config.maxLogBytes),
+      },
+      hostname: config.functionName.slice(0, 63),
+      limits: {
+        memoryBytes: config.memoryMb * 1024 * 1024,
+        cpus: config.cpus,
+        pidsMax: config.pidsMax,
+        tmpBytes: config.tmpMb * 1024 * 1024,
+      },
+      channel: true,
+      captureLogs: true,
+    });
+    const worker = new Worker(sandbox, config, 0);
+    try {
+      await worker.waitReady();
+      // Start calls on a fresh layer: the boot layer stays pinned by the
+      // runtime's own executable mappings, so nothing a call writes may land there.
+      await sandbox.resetRoot({ force: true });
+      worker.rootWasReset = true;
+    } catch (error) {
+      await sandbox.destroy();
+      throw error;
+    }
+    (worker as { bootMs: number }).bootMs = performance.now() - started;
+    worker.state = 'idle';
+    return worker;
+  }
+
+  private waitReady(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.onFrame = undefined;
+        reject(new FnboxError('InitError', `the ${this.config.runtime} runtime did not report ready within ${this.config.initTimeoutMs} ms`, {
+          details: { output: this.tail() },
+        }));
+      }, this.config.initTimeoutMs);
+      const fail = (error: FnboxError): void => {
+        clearTimeout(timer);
+        this.onFrame = undefined;
+        reject(error);
+      };
+      this.onFrame = (frame) => {
+        if (frame.header.k === 'ready') {
+          clearTimeout(timer);
+          this.onFrame = undefined;
+          resolve();
+        } else if (frame.header.k === 'init_error') {
+          fail(new FnboxError('InitError', `the function failed to load: ${frame.header.message}`, { details: { stack: frame.header.stack } }));
+        }
+      };
+      void this.sandbox.exited.then((exit) => {
+        if (this.onFrame) {
+          fail(new FnboxError('InitError', `the ${this.config.runtime} runtime exited during start-up (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`}${exit.reason === 'oom' ? ', out of memory' : ''})`, {
+            details: { output: this.tail() },
+          }));
+        }
+      });
+    });
+  }
+
+  onGone(listener: (worker: Worker) => void): void {
+    this.goneListeners.push(listener);
+  }
+
+  /** Invokes the function once. Rejects with a typed FnboxError. */
+  async invoke(request: InvokeRequest, options: InvokeOptions = {}): Promise<InvokeResult> {
+    await this.settling;
+    if (this.state !== 'idle') throw new FnboxError('Unavailable', `worker for ${this.config.functionName} is ${this.state}`);
+    if (request.body.length > this.config.maxPayloadBytes) {
+      throw new FnboxError('PayloadTooLarge', `the payload of ${request.body.length} bytes exceeds the limit of ${this.config.maxPayloadBytes} bytes`);
+    }
+    this.state = 'busy';
+    const id = options.id ?? randomUUID();
+    const timeoutMs = options.timeoutMs ?? this.config.timeoutMs;
+    const started = performance.now();
+    const cpuBefore = this.sandbox.meter.begin();
+    const outcome = new Promise<{ frame?: Frame<RuntimeHeader>; error?: FnboxError }>((resolve) => {
+      this.active = { id, logs: [], logBytes: 0, droppedLog: 0, settle: resolve };
+    });
+    const call = this.active!;
+    const timer = setTimeout(() => call.settle({ error: new FnboxError('Timeout', `the call did not finish within ${timeoutMs} ms`, { details: { timeoutMs } }) }), timeoutMs);
+    const onAbort = (): void => call.settle({ error: new FnboxError('Unavailable', 'the call was cancelled by the caller') });
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const parts = encodeFrame({ k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers, reset: this.rootWasReset || undefined }, request.body);
+    for (const part of parts) this.sandbox.channel!.write(part);
+    this.rootWasReset = false;
+    const { frame, error } = await outcome;
+    clearTimeout(timer);
+    options.signal?.removeEventListener('abort', onAbort);
+    this.active = undefined;
+    const wallMs = performance.now() - started;
+    const logs = this.callLogs(call);
+
+    if (error) {
+      // Timeout, crash, cancellation: the sandbox's state can no longer be trusted.
+      this.retire();
+      error.details.logs ??= logs;
+      throw error;
+    }
+    const after = this.sandbox.meter.end();
+    const receipt: Receipt = { wallMs, cpuMs: Math.max(0, after.cpuUsageUs - cpuBefore) / 1000, memoryPeakBytes: after.memoryPeakBytes };
+    this.calls++;
+    this.lastUsedAt = Date.now();
+    this.settling = this.settle();
+    const header = frame!.header;
+    if (header.k === 'error') {
+      throw new FnboxError('Unhandled', header.message, { details: { name: header.name, stack: header.stack, logs, receipt, invocationId: id } });
+    }
+    if (header.k !== 'result') throw new FnboxError('SandboxError', `unexpected ${header.k} frame from the runtime`);
+    return { id, status: header.status, headers: header.headers, body: frame!.body, logs, receipt };
+  }
+
+  /** After a call: kill what it left running, give it a fresh root if it wrote any. */
+  private async settle(): Promise<void> {
+    try {
+      await this.sandbox.killStrays();
+      if (this.sandbox.isDirty()) {
+        await this.sandbox.resetRoot();
+        this.rootWasReset = true;
+      }
+      if (this.state === 'busy') this.state = 'idle';
+    } catch {
+      this.retire();
+    }
+  }
+
+  private callLogs(call: ActiveCall): string {
+    let text = Buffer.concat(call.logs).toString('utf8');
+    if (call.droppedLog) text += `\n[fnbox: log truncated, ${call.droppedLog} bytes dropped]\n`;
+    return text;
+  }
+
+  private appendLog(call: ActiveCall, chunk: Buffer): void {
+    const room = this.config.maxLogBytes - call.logBytes;
+    if (room <= 0) {
+      call.droppedLog += chunk.length;
+      return;
+    }
+    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    call.logs.push(kept);
+    call.logBytes += kept.length;
+    call.droppedLog += chunk.length - kept.length;
+  }
+
+  private receive(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (error) {
+      const message = error instanceof FrameTooLargeError
+        ? `the function's response (${error.size} bytes) exceeds the limit of ${this.config.maxResponseBytes} bytes`
+        : `the runtime broke the channel protocol: ${(error as Error).message}`;
+      this.active?.settle({ error: new FnboxError('Unhandled', message, { details: { name: 'ResponseTooLarge' } }) });
+      this.retire();
+      return;
+    }
+    for (const frame of frames as Array<Frame<RuntimeHeader>>) {
+      if (this.onFrame) {
+        this.onFrame(frame);
+        continue;
+      }
+      const header = frame.header;
+      const call = this.active;
+      if (header.k === 'log') {
+        this.remember(frame.body);
+        if (call && header.id === call.id) {
+          this.appendLog(call, frame.body);
+          if (header.truncated) call.droppedLog += header.truncated;
+        }
+      } else if ((header.k === 'result' || header.k === 'error') && call && header.id === call.id) {
+        call.settle({ frame });
+      }
+    }
+  }
+
+  /** Output on the sandbox's own stdout/stderr (child processes, native code). */
+  private strayOutput(chunk: Buffer): void {
+    this.remember(chunk);
+    if (this.active) this.appendLog(this.active, chunk);
+  }
+
+  private remember(chunk: Buffer): void {
+    this.recentOutput = Buffer.concat([this.recentOutput, chunk]);
+    if (this.recentOutput.length > TAIL_BYTES) this.recentOutput = this.recentOutput.subarray(this.recentOutput.length - TAIL_BYTES);
+  }
+
+  /** The last lines the sandbox printed (crash reports). */
+  tail(): string {
+    return this.recentOutput.toString('utf8').split('\n').slice(-20).join('\n');
+  }
+
+  private onSandboxExit(): void {
+    const exit = this.sandbox.exit!;
+    const call = this.active;
+    if (call) {
+      const details = { exitCode: exit.code, signal: exit.signal, stderr: this.tail() };
+      if (exit.reason === 'oom') {
+        call.settle({ error: new FnboxError('OutOfMemory', `the function ran out of memory (limit ${this.config.memoryMb} MiB)`, { details: { ...details, memoryMb: this.config.memoryMb } }) });
+      } else if (exit.reason !== 'killed') {
+        const how = exit.signal !== undefined ? `was killed by signal ${exit.signal}` : `exited with code ${exit.code}`;
+        call.settle({ error: new FnboxError('Crashed', `the function's process ${how}`, { details }) });
+      }
+    }
+    this.retire();
+  }
+
+  /** Out of service: destroy the sandbox and tell whoever pools us. */
+  private retire(): void {
+    if (this.state === 'dead') return;
+    this.state = 'dead';
+    void this.sandbox.destroy().finally(() => {
+      for (const listener of this.goneListeners.splice(0)) listener(this);
+    });
+  }
+
+  async destroy(): Promise<void> {
+    this.retire();
+    await this.sandbox.destroy();
+  }
+}
