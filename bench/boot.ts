@@ -1,0 +1,93 @@
+// npm run bench -- boot: sandbox boot (spec → the sandboxed /bin/true has
+// exited), runtime ready, root reset, parallel boots and 200 alive at once,
+// side by side with unshare, bwrap, runc and docker on the same rootfs.
+import type { SandboxHost } from '../src/sandbox/index.js';
+import { progress, startBenchWorker, type BenchContext } from './lib/context.js';
+import { bootPeers, timeCommand, timer } from './lib/peers.js';
+import { summarize, type ResultRow } from './lib/stats.js';
+
+async function fnboxBoot(host: SandboxHost, rootfs: string): Promise<number> {
+  const started = performance.now();
+  const sandbox = await host.boot({ layers: [rootfs], argv: ['/bin/true'] });
+  await sandbox.exited;
+  const elapsed = performance.now() - started;
+  await sandbox.destroy();
+  return elapsed;
+}
+
+export async function runBoot(context: BenchContext): Promise<{ results: ResultRow[]; notes: string[] }> {
+  const { host, images, quick } = context;
+  const shell = images.getSync('shell');
+  const results: ResultRow[] = [];
+  const notes: string[] = [];
+  const rounds = quick ? 5 : 10;
+  const perRound = quick ? 20 : 40;
+  const peers = bootPeers(shell.rootfs);
+  for (const peer of peers) if (!peer.available) notes.push(`${peer.name}: not measured — ${peer.why}`);
+  notes.push(`peers timed with ${timer}${timer === 'spawnSync' ? ' (includes Node spawn overhead, ~2 ms here)' : ' (shell start-up subtracted)'}; fnbox timed in-process through its API`);
+
+  const samples = new Map<string, number[]>([['fnbox', []], ...peers.filter((p) => p.available).map((p) => [p.name, []] as [string, number[]])]);
+  for (let i = 0; i < 5; i++) await fnboxBoot(host, shell.rootfs); // warm-up
+  // Interleaved rounds: machine drift hits every system alike.
+  for (let round = 0; round < rounds; round++) {
+    progress(`boot: round ${round + 1}/${rounds}`);
+    for (let i = 0; i < perRound; i++) samples.get('fnbox')!.push(await fnboxBoot(host, shell.rootfs));
+    for (const peer of peers.filter((p) => p.available)) {
+      const runs = peer.name === 'docker' ? Math.max(2, Math.floor(perRound / 8)) : perRound;
+      samples.get(peer.name)!.push(...timeCommand(peer.command!, runs));
+    }
+  }
+  for (const [system, values] of samples) {
+    results.push(summarize('boot', system, 'boot', 'ms', values, system === 'fnbox' ? 'user+pid+mnt+net+ipc+uts+cgroup ns, overlay root, cgroup limits, caps dropped' : 'same rootfs'));
+  }
+  for (const peer of peers) peer.cleanup?.();
+
+  progress('boot: root reset');
+  const sleeper = await host.boot({ layers: [shell.rootfs], argv: ['/bin/sleep', '600'] });
+  const resetSamples: number[] = [];
+  const resetLauncherUs: number[] = [];
+  for (let i = 0; i < (quick ? 200 : 1000); i++) {
+    const started = performance.now();
+    const { us } = await sleeper.resetRoot({ force: true });
+    resetSamples.push(performance.now() - started);
+    resetLauncherUs.push(us / 1000);
+  }
+  await sleeper.destroy();
+  results.push(summarize('boot', 'fnbox', 'reset', 'ms', resetSamples, 'round trip from the gateway'));
+  results.push(summarize('boot', 'fnbox', 'reset-in-launcher', 'ms', resetLauncherUs, 'time inside the monitor: new tmpfs+overlay, setns, pivot_root'));
+
+  progress('boot: runtime ready');
+  for (const runtime of ['node', 'python'] as const) {
+    const ready: number[] = [];
+    for (let i = 0; i < (quick ? 5 : 20); i++) {
+      const worker = await startBenchWorker(host, images, runtime);
+      ready.push(worker.bootMs);
+      await worker.destroy();
+    }
+    results.push(summarize('boot', 'fnbox', `ready-${runtime}`, 'ms', ready, 'spec → runtime loaded the function and reported ready'));
+  }
+
+  progress('boot: 50 in parallel');
+  const parallel: number[] = [];
+  for (let round = 0; round < (quick ? 2 : 5); round++) {
+    parallel.push(...(await Promise.all(Array.from({ length: 50 }, () => fnboxBoot(host, shell.rootfs)))));
+  }
+  results.push(summarize('boot', 'fnbox', 'boot-50-parallel', 'ms', parallel, '50 boots started at once, each timed alone'));
+
+  progress('boot: 200 alive');
+  const alive = [];
+  const scaling = new Map<number, number[]>([[1, []], [10, []], [50, []], [200, []]]);
+  for (let i = 0; i < 200; i++) {
+    if (scaling.has(alive.length)) {
+      for (let j = 0; j < 10; j++) scaling.get(alive.length)!.push(await fnboxBoot(host, shell.rootfs));
+    }
+    alive.push(await host.boot({ layers: [shell.rootfs], argv: ['/bin/sleep', '600'] }));
+  }
+  for (let j = 0; j < 10; j++) scaling.get(200)!.push(await fnboxBoot(host, shell.rootfs));
+  const living = alive.filter((sandbox) => sandbox.alive).length;
+  notes.push(`${living} sandboxes were alive at once`);
+  for (const [count, values] of scaling) results.push(summarize('boot', 'fnbox', `boot-with-${count}-alive`, 'ms', values, `${count} sandboxes already running`));
+  await Promise.all(alive.map((sandbox) => sandbox.destroy()));
+  return { results, notes };
+}
+

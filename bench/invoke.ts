@@ -1,0 +1,82 @@
+// npm run bench -- invoke: calls through the Worker API (no HTTP), trivial
+// handler, per runtime: warm latency without and with the per-call root
+// reset, cold call latency, and calls/s with one sandbox per core.
+import { cpus } from 'node:os';
+import type { InvokeRequest, Worker } from '../src/runtime/worker.js';
+import { BENCH_HANDLERS, progress, startBenchWorker, type BenchContext, type BenchRuntime } from './lib/context.js';
+import { summarize, type ResultRow } from './lib/stats.js';
+
+function benchRequest(runtime: BenchRuntime, write: boolean): InvokeRequest {
+  const lambda = runtime === 'node' || runtime === 'python';
+  return {
+    method: 'POST',
+    url: `http://bench.local/${write ? '?write' : ''}`,
+    headers: [['content-type', 'application/json']],
+    body: Buffer.from(lambda ? JSON.stringify({ write }) : ''),
+  };
+}
+
+async function timeCalls(worker: Worker, request: InvokeRequest, count: number): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    await worker.invoke(request);
+    samples.push(performance.now() - started);
+  }
+  return samples;
+}
+
+export async function runInvoke(context: BenchContext): Promise<{ results: ResultRow[]; notes: string[] }> {
+  const { host, images, quick } = context;
+  const results: ResultRow[] = [];
+  const notes = [
+    'latency is host-to-host: Worker.invoke() until the result frame is back, receipt read included',
+    '"with reset" calls write a file, so before the next call the sandbox gets a fresh root; that swap is inside the next call\'s time',
+  ];
+  const warmCalls = quick ? 1000 : 5000;
+  for (const runtime of Object.keys(BENCH_HANDLERS) as BenchRuntime[]) {
+    progress(`invoke: ${runtime} warm`);
+    const worker = await startBenchWorker(host, images, runtime);
+    const calls = runtime === 'exec' ? Math.floor(warmCalls / 5) : warmCalls;
+    await timeCalls(worker, benchRequest(runtime, false), 200); // warm-up
+    // Interleave the two kinds in blocks so drift hits both.
+    const plain: number[] = [];
+    const reset: number[] = [];
+    for (let block = 0; block < 10; block++) {
+      plain.push(...(await timeCalls(worker, benchRequest(runtime, false), calls / 10)));
+      await worker.invoke(benchRequest(runtime, true));
+      reset.push(...(await timeCalls(worker, benchRequest(runtime, true), calls / 10)));
+      await worker.invoke(benchRequest(runtime, false));
+    }
+    results.push(summarize('invoke', 'fnbox', `warm-${runtime}`, 'ms', plain, 'call writes nothing: root kept'));
+    results.push(summarize('invoke', 'fnbox', `warm-reset-${runtime}`, 'ms', reset, 'call writes a file: fresh root before the next call'));
+    await worker.destroy();
+
+    progress(`invoke: ${runtime} cold`);
+    const cold: number[] = [];
+    for (let i = 0; i < (quick ? 5 : 20); i++) {
+      const started = performance.now();
+      const fresh = await startBenchWorker(host, images, runtime);
+      await fresh.invoke(benchRequest(runtime, false));
+      cold.push(performance.now() - started);
+      await fresh.destroy();
+    }
+    results.push(summarize('invoke', 'fnbox', `cold-${runtime}`, 'ms', cold, 'no warm sandbox: boot + load + first call'));
+
+    progress(`invoke: ${runtime} throughput`);
+    const perCore = await Promise.all(cpus().map(() => startBenchWorker(host, images, runtime)));
+    const seconds = quick ? 2 : 5;
+    const deadline = performance.now() + seconds * 1000;
+    let done = 0;
+    await Promise.all(perCore.map(async (w) => {
+      while (performance.now() < deadline) {
+        await w.invoke(benchRequest(runtime, false));
+        done++;
+      }
+    }));
+    const rate = done / seconds;
+    results.push({ bench: 'invoke', system: 'fnbox', metric: `throughput-${runtime}`, unit: 'calls/s', n: done, p50: Math.round(rate), p90: Math.round(rate), p99: Math.round(rate), mean: Math.round(rate), conditions: `${perCore.length} sandboxes (one per core), back-to-back calls for ${seconds} s` });
+    await Promise.all(perCore.map((w) => w.destroy()));
+  }
+  return { results, notes };
+}
