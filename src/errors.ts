@@ -48,11 +48,12 @@ export class FnboxError extends Error {
   readonly status: number;
   readonly details: ErrorDetails;
 
-  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: ErrorDetails } = {}) {
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: ErrorDetails; status?: number } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = `FnboxError[${code}]`;
     this.code = code;
-    this.status = STATUS[code];
+    // A few codes depend on where they happen: InitError at deploy is the client's (400).
+    this.status = options.status ?? STATUS[code];
     this.details = options.details ?? {};
   }
 

@@ -162,6 +162,18 @@ struct config {
 };
 
 static struct config cfg = { .status_fd = 2, .control_fd = -1, .seccomp_fd = -1 };
+/* Our own command line as /proc/PID/cmdline shows it (set in main). */
+static char *cmdline_area;
+static size_t cmdline_size;
+
+/* Names the process for ps and /proc: "fnbox-init" inside a sandbox reveals
+ * nothing of the host (not even where the launcher lives). */
+static void set_process_name(const char *comm, const char *cmdline) {
+  prctl(PR_SET_NAME, comm, 0, 0, 0);
+  if (!cmdline_area || cmdline_size == 0) return;
+  memset(cmdline_area, 0, cmdline_size);
+  strncpy(cmdline_area, cmdline, cmdline_size - 1);
+}
 static const char *current_step = "start";
 
 /* ---------- reporting ---------- */
@@ -586,6 +598,7 @@ static void sandbox_init(int root_fd) {
 
   /* Not dumpable: the program cannot open /proc/1/exe (the host launcher). */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die(EXIT_IDMAP, "PR_SET_DUMPABLE");
+  set_process_name("fnbox-init", "fnbox-init");
   /* Joined the cgroups before this point, so the namespace roots there. */
   STEP("unshare_cgroup_ns");
   if (unshare(CLONE_NEWCGROUP) < 0) die(EXIT_IDMAP, "unshare cgroup namespace");
@@ -788,6 +801,11 @@ static int run_monitor(int argc, char **argv) {
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die(EXIT_ARGS, "PR_SET_DUMPABLE");
 
   open_streams();
+  if (cfg.id) {
+    char title[128];
+    snprintf(title, sizeof title, "fnbox-monitor %s", cfg.id);
+    set_process_name("fnbox-monitor", title);
+  }
 
   if (cfg.seccomp_file) {
     STEP("open_seccomp");
@@ -948,6 +966,12 @@ static int serve_requests(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 2 && strcmp(argv[1], "--server") == 0) return serve_requests();
+  /* The argument strings are contiguous: that whole area is our cmdline. */
+  cmdline_area = argv[0];
+  cmdline_size = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
+  if (argc == 2 && strcmp(argv[1], "--server") == 0) {
+    prctl(PR_SET_NAME, "fnbox-zygote", 0, 0, 0);
+    return serve_requests();
+  }
   return run_monitor(argc, argv);
 }

@@ -75,7 +75,7 @@ describe('clean-up', () => {
     expect(fnboxCgroupDirs(host.cgroupParentName)).toEqual(before.cgroupDirs);
     expect(sandboxCgroups()).toEqual([]);
     expect(snapshot(stateDir, host.cgroupParentName).files).toEqual(before.files);
-    expect(newProcesses(before, (desc) => !desc.startsWith('fnbox-launcher') && !/uid=(1\d{8}|[2-9]\d{8})/.test(desc))).toEqual([]);
+    expect(newProcesses(before, (desc) => !desc.startsWith('fnbox-') && !/uid=(1\d{8}|[2-9]\d{8})/.test(desc))).toEqual([]);
   }, 180_000);
 });
 

@@ -14,13 +14,16 @@ afterAll(() => cleanup());
 
 describe('inside a sandbox', () => {
   it('PID 1 is the sandbox init and only the sandbox processes are visible', async () => {
-    const { output, exit } = await sh(host, 'for p in /proc/[0-9]*; do echo "${p#/proc/} $(cat $p/comm)"; done');
+    const { output, exit } = await sh(host, 'for p in /proc/[0-9]*; do echo "${p#/proc/} $(cat $p/comm)"; done; echo "cmdline $(tr "\\0" " " < /proc/1/cmdline)"');
     expect(exit).toMatchObject({ reason: 'exited', code: 0 });
-    const processes = output.trim().split('\n').map((line) => line.split(' '));
+    const lines = output.trim().split('\n');
+    // Nothing of the host shows, not even where the launcher lives.
+    expect(lines.pop()!.trim()).toBe('cmdline fnbox-init');
+    const processes = lines.map((line) => line.split(' '));
     const pids = processes.map(([pid]) => Number(pid)).sort((a, b) => a - b);
     // init, the shell, and the command substitution subshells: nothing from the host
     expect(pids[0]).toBe(1);
-    expect(processes.find(([pid]) => pid === '1')?.[1]).toBe('fnbox-launcher');
+    expect(processes.find(([pid]) => pid === '1')?.[1]).toBe('fnbox-init');
     expect(Math.max(...pids)).toBeLessThan(50);
   });
 

@@ -1,0 +1,65 @@
+// Gateway configuration, parsed once at the edge: command-line flags and
+// FNBOX_* environment variables mean the same (flags win).
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { FnboxError } from './errors.js';
+import { PROJECT_ROOT } from './sandbox/index.js';
+
+const mb = (name: string, min: number, max: number, fallback: number) =>
+  z.coerce.number({ error: `${name} must be a number` }).int().min(min, { error: `${name} must be between ${min} and ${max}` }).max(max, { error: `${name} must be between ${min} and ${max}` }).default(fallback);
+
+export const ConfigSchema = z.object({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.coerce.number().int().min(0).max(65535).default(8080),
+  stateDir: z.string().min(1).default(join(PROJECT_ROOT, '.fnbox', 'state')),
+  imagesDir: z.string().optional(),
+  adminToken: z.string().min(16, { error: 'FNBOX_ADMIN_TOKEN must be at least 16 characters' }).optional(),
+  invokeToken: z.string().min(16, { error: 'FNBOX_INVOKE_TOKEN must be at least 16 characters' }).optional(),
+  /** Sum of all sandboxes' memory limits; default: half the machine. */
+  capacityMb: z.coerce.number().int().min(64).optional(),
+  maxPayloadMb: mb('maxPayloadMb', 1, 256, 6),
+  maxUploadMb: mb('maxUploadMb', 1, 4096, 64),
+  queueWaitMs: mb('queueWaitMs', 0, 600_000, 10_000),
+  shutdownGraceMs: mb('shutdownGraceMs', 0, 600_000, 10_000),
+  /** An HTTP request (upload included) may take at most this long. */
+  requestTimeoutMs: mb('requestTimeoutMs', 1000, 3_600_000, 960_000),
+  /** Deploy the examples/ functions at start. */
+  examples: z.coerce.boolean().default(false),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Config = z.output<typeof ConfigSchema>;
+
+const ENV: Record<string, keyof Config> = {
+  FNBOX_HOST: 'host', FNBOX_PORT: 'port', FNBOX_STATE_DIR: 'stateDir', FNBOX_IMAGES_DIR: 'imagesDir',
+  FNBOX_ADMIN_TOKEN: 'adminToken', FNBOX_INVOKE_TOKEN: 'invokeToken', FNBOX_CAPACITY_MB: 'capacityMb',
+  FNBOX_MAX_PAYLOAD_MB: 'maxPayloadMb', FNBOX_MAX_UPLOAD_MB: 'maxUploadMb', FNBOX_QUEUE_WAIT_MS: 'queueWaitMs',
+  FNBOX_SHUTDOWN_GRACE_MS: 'shutdownGraceMs', FNBOX_REQUEST_TIMEOUT_MS: 'requestTimeoutMs', FNBOX_EXAMPLES: 'examples',
+  FNBOX_LOG_LEVEL: 'logLevel',
+};
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/** Flags (`--state-dir x`, `--port=1`) over environment over defaults. */
+export function parseConfig(flags: Record<string, string | boolean>, env: NodeJS.ProcessEnv = process.env): Config {
+  const raw: Record<string, unknown> = {};
+  for (const [variable, key] of Object.entries(ENV)) if (env[variable] !== undefined && env[variable] !== '') raw[key] = env[variable];
+  for (const [flag, value] of Object.entries(flags)) {
+    const key = flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    if (!(key in ConfigSchema.shape)) throw new FnboxError('InvalidRequest', `unknown option --${flag}`);
+    raw[key] = value;
+  }
+  if (raw.examples === 'false' || raw.examples === '0') raw.examples = false;
+  const parsed = ConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new FnboxError('InvalidRequest', `invalid configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  }
+  const config = parsed.data;
+  if (!isLoopback(config.host) && (!config.adminToken || !config.invokeToken)) {
+    throw new FnboxError('InvalidRequest', `refusing to listen on ${config.host} without FNBOX_ADMIN_TOKEN and FNBOX_INVOKE_TOKEN: beyond loopback, every route needs a token`);
+  }
+  return config;
+}

@@ -1,0 +1,217 @@
+// The HTTP API of DESIGN.md §4 on hono. Routes only translate: HTTP in,
+// dispatcher/store calls, HTTP out; every error goes through errorResponse.
+import { randomUUID } from 'node:crypto';
+import type { HttpBindings } from '@hono/node-server';
+import { Hono, type Context } from 'hono';
+import { FnboxError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { Dispatcher } from '../pool/dispatcher.js';
+import type { FunctionPool } from '../pool/pool.js';
+import type { Pairs } from '../runtime/protocol.js';
+import type { Worker } from '../runtime/worker.js';
+import type { SandboxHost } from '../sandbox/index.js';
+import type { FunctionStore, StoredFunction } from '../store/store.js';
+import { requireToken } from './auth.js';
+import { readBody } from './body.js';
+import { deployFunction } from './deploy.js';
+import { errorResponse, notFound } from './errors.js';
+
+export interface GatewayDeps {
+  store: FunctionStore;
+  dispatcher: Dispatcher;
+  host: SandboxHost;
+  metrics: Metrics;
+  log: Logger;
+  adminToken?: string;
+  invokeToken?: string;
+  maxPayloadBytes: number;
+  startedAt: number;
+}
+
+type Env = { Bindings: HttpBindings };
+
+/** Headers that describe one hop, not the message: never forwarded. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'content-length', 'host']);
+const LOG_TAIL_BYTES = 4096;
+
+function forwardedHeaders(c: Context<Env>, authEnabled: boolean): Pairs {
+  const headers: Pairs = [];
+  for (const [key, value] of Object.entries(c.env.incoming.headers)) {
+    if (HOP_BY_HOP.has(key) || (authEnabled && key === 'authorization') || value === undefined) continue;
+    for (const single of Array.isArray(value) ? value : [value]) headers.push([key, single]);
+  }
+  return headers;
+}
+
+function describeFunction(fn: StoredFunction, pool: FunctionPool | undefined): Record<string, unknown> {
+  return {
+    name: fn.name,
+    runtime: fn.active.manifest.runtime,
+    handler: fn.active.manifest.handler,
+    version: fn.active.version,
+    revision: fn.active.revision,
+    deployedAt: fn.active.deployedAt,
+    config: fn.active.manifest,
+    versions: fn.history.map((d) => ({ version: d.version, revision: d.revision, deployedAt: d.deployedAt, active: d.revision === fn.active.revision, bytes: d.unpackedBytes, entries: d.entries })),
+    pool: pool?.stats ?? { workers: 0, idle: 0, busy: 0, booting: 0, queued: 0, running: 0 },
+  };
+}
+
+function describeSandbox(pool: FunctionPool, worker: Worker): Record<string, unknown> {
+  const sandbox = worker.sandbox;
+  let usage: Record<string, number> | undefined;
+  try {
+    usage = { ...sandbox.usage() };
+  } catch {
+    usage = undefined;
+  }
+  return {
+    id: sandbox.id,
+    function: pool.config.functionName,
+    revision: pool.config.revision,
+    state: worker.state,
+    calls: worker.calls,
+    bootMs: Math.round(worker.bootMs * 1000) / 1000,
+    lastUsedAt: new Date(worker.lastUsedAt).toISOString(),
+    pid: sandbox.pid,
+    initPid: sandbox.initPid,
+    monitorPid: sandbox.monitorPid,
+    hostUid: sandbox.hostIdBase + 1000,
+    namespaces: sandbox.namespaces(),
+    cgroup: sandbox.cgroup.primaryDir,
+    cgroupDirs: sandbox.cgroup.dirs,
+    memoryBytes: usage?.memoryCurrentBytes,
+    memoryPeakBytes: usage?.memoryPeakBytes,
+    cpuUsageUs: usage?.cpuUsageUs,
+    pids: usage?.pidsCurrent,
+    upperDir: sandbox.upperDir,
+    limits: { memoryMb: pool.config.worker.memoryMb, cpus: pool.config.worker.cpus, pidsMax: pool.config.worker.pidsMax, tmpMb: pool.config.worker.tmpMb },
+    enter: `nsenter --target ${sandbox.initPid} --all --setuid 1000 --setgid 1000 /bin/sh`,
+  };
+}
+
+export function createApp(deps: GatewayDeps): Hono<Env> {
+  const app = new Hono<Env>();
+  const admin = requireToken(deps.adminToken);
+  const invoke = requireToken(deps.invokeToken, deps.adminToken);
+  const authEnabled = Boolean(deps.adminToken || deps.invokeToken);
+
+  app.onError((error, c) => errorResponse(c, error, deps.log));
+  app.notFound((c) => notFound(c));
+
+  app.get('/healthz', (c) => c.json({
+    status: 'ok',
+    uptimeSec: Math.round((Date.now() - deps.startedAt) / 1000),
+    cgroups: deps.host.cgroups.description,
+    sandboxes: deps.host.live().length,
+    functions: deps.store.list().length,
+    capacity: { usedBytes: deps.dispatcher.capacity.usedBytes, limitBytes: deps.dispatcher.capacity.limitBytes },
+  }));
+
+  app.get('/metrics', admin, async (c) => {
+    c.header('content-type', deps.metrics.registry.contentType);
+    return c.body(await deps.metrics.registry.metrics());
+  });
+
+  // ---- functions ----
+
+  app.put('/functions/:name', admin, async (c) => {
+    const name = c.req.param('name');
+    const outcome = await deployFunction(deps.store, deps.dispatcher, name, c.env.incoming, c.req.query());
+    const pool = deps.dispatcher.poolIfAny(name);
+    return c.json({ ...describeFunction(outcome.fn, pool), created: outcome.created }, outcome.created ? 201 : 200);
+  });
+
+  app.get('/functions', admin, (c) => c.json({ functions: deps.store.list().map((fn) => describeFunction(fn, deps.dispatcher.poolIfAny(fn.name))) }));
+
+  app.get('/functions/:name', admin, (c) => {
+    const fn = deps.store.get(c.req.param('name'));
+    if (!fn) throw new FnboxError('FunctionNotFound', `no function named "${c.req.param('name')}"`);
+    return c.json(describeFunction(fn, deps.dispatcher.poolIfAny(fn.name)));
+  });
+
+  app.get('/functions/:name/logs', admin, (c) => {
+    const name = c.req.param('name');
+    if (!deps.store.get(name)) throw new FnboxError('FunctionNotFound', `no function named "${name}"`);
+    return c.json({ name, calls: deps.dispatcher.poolIfAny(name)?.recent ?? [] });
+  });
+
+  app.delete('/functions/:name', admin, async (c) => {
+    const name = c.req.param('name');
+    if (!deps.store.get(name)) throw new FnboxError('FunctionNotFound', `no function named "${name}"`);
+    await deps.dispatcher.remove(name);
+    await deps.store.delete(name);
+    return c.json({ deleted: name });
+  });
+
+  // ---- invocation ----
+
+  async function call(c: Context<Env>, name: string, url: string): Promise<Response> {
+    const id = randomUUID();
+    c.header('x-fnbox-invocation-id', id);
+    const wantLogs = c.req.query('logs') === '1' || c.req.header('x-fnbox-log-type')?.toLowerCase() === 'tail';
+    try {
+      const body = await readBody(c.env.incoming, deps.maxPayloadBytes);
+      const abort = new AbortController();
+      // The caller hung up before the answer: the call is cancelled.
+      c.env.outgoing.once('close', () => {
+        if (!c.env.outgoing.writableFinished) abort.abort();
+      });
+      const result = await deps.dispatcher.invoke(name, { method: c.req.method, url, headers: forwardedHeaders(c, authEnabled), body }, { id, signal: abort.signal });
+      const headers = new Headers();
+      for (const [key, value] of result.headers) if (!HOP_BY_HOP.has(key.toLowerCase())) headers.append(key, value);
+      headers.set('x-fnbox-invocation-id', id);
+      headers.set('x-fnbox-duration-ms', result.receipt.wallMs.toFixed(3));
+      headers.set('x-fnbox-cold-start', String(result.coldStart));
+      headers.set('x-fnbox-cpu-ms', result.receipt.cpuMs.toFixed(3));
+      headers.set('x-fnbox-memory-peak-bytes', String(result.receipt.memoryPeakBytes));
+      headers.set('x-fnbox-queue-ms', result.queueMs.toFixed(3));
+      if (wantLogs) headers.set('x-fnbox-logs', Buffer.from(result.logs).subarray(-LOG_TAIL_BYTES).toString('base64'));
+      const status = result.status >= 200 && result.status <= 599 ? result.status : 502;
+      const nullBody = status === 204 || status === 304 || c.req.method === 'HEAD';
+      return new Response(nullBody ? null : (result.body as unknown as BodyInit), { status, headers });
+    } catch (error) {
+      if (error instanceof FnboxError) {
+        error.details.invocationId = id;
+        if (wantLogs && typeof error.details.logs === 'string') c.header('x-fnbox-logs', Buffer.from(error.details.logs).subarray(-LOG_TAIL_BYTES).toString('base64'));
+      }
+      return errorResponse(c, error, deps.log);
+    }
+  }
+
+  app.post('/invoke/:name', invoke, (c) => {
+    const url = new URL(c.req.url);
+    return call(c, c.req.param('name'), url.href);
+  });
+
+  // The whole HTTP request, for Workers-style fetch handlers: the function sees its own path.
+  app.all('/fn/:name/*', invoke, (c) => {
+    const name = c.req.param('name');
+    const url = new URL(c.req.url);
+    const prefix = `/fn/${name}`;
+    url.pathname = url.pathname.slice(prefix.length) || '/';
+    return call(c, name, url.href);
+  });
+  app.all('/fn/:name', invoke, (c) => {
+    const url = new URL(c.req.url);
+    url.pathname = '/';
+    return call(c, c.req.param('name'), url.href);
+  });
+
+  // ---- introspection ----
+
+  app.get('/sandboxes', admin, (c) => c.json({
+    sandboxes: deps.dispatcher.allPools().flatMap((pool) => pool.liveWorkers().map((worker) => describeSandbox(pool, worker))),
+  }));
+
+  app.get('/sandboxes/:id', admin, (c) => {
+    for (const pool of deps.dispatcher.allPools()) {
+      const worker = pool.liveWorkers().find((w) => w.sandbox.id === c.req.param('id'));
+      if (worker) return c.json(describeSandbox(pool, worker));
+    }
+    throw new FnboxError('NotFound', `no live sandbox ${c.req.param('id')}`);
+  });
+
+  return app;
+}

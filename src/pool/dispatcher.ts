@@ -1,0 +1,166 @@
+// Routes calls to the pool of each function's active revision. A new
+// revision gets a new pool; the old one drains (calls in flight finish on
+// the old version) and is then destroyed. Knows nothing about HTTP.
+import { availableParallelism, totalmem } from 'node:os';
+import { FnboxError } from '../errors.js';
+import type { ImageStore } from '../images/index.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { DEFAULT_WORKER_LIMITS, Worker, type InvokeRequest, type WorkerConfig } from '../runtime/worker.js';
+import type { SandboxHost } from '../sandbox/index.js';
+import type { Deployment, FunctionStore, StoredFunction } from '../store/store.js';
+import { Capacity } from './capacity.js';
+import { FunctionPool, type CallResult } from './pool.js';
+
+export interface DispatcherOptions {
+  /** Sum of all sandboxes' memory limits; default half the machine's memory. */
+  capacityBytes?: number;
+  maxPayloadBytes?: number;
+  maxResponseBytes?: number;
+  /** How long a call may wait in a function's queue. */
+  queueWaitMs?: number;
+}
+
+export class Dispatcher {
+  private readonly pools = new Map<string, FunctionPool>();
+  private readonly draining = new Set<FunctionPool>();
+  readonly capacity: Capacity;
+  private readonly options: Required<DispatcherOptions>;
+
+  constructor(
+    private readonly host: SandboxHost,
+    private readonly images: ImageStore,
+    private readonly store: FunctionStore,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+    options: DispatcherOptions = {},
+  ) {
+    this.options = {
+      capacityBytes: options.capacityBytes ?? Math.floor(totalmem() / 2),
+      maxPayloadBytes: options.maxPayloadBytes ?? DEFAULT_WORKER_LIMITS.maxPayloadBytes,
+      maxResponseBytes: options.maxResponseBytes ?? DEFAULT_WORKER_LIMITS.maxResponseBytes,
+      queueWaitMs: options.queueWaitMs ?? 10_000,
+    };
+    this.capacity = new Capacity(this.options.capacityBytes, (used) => metrics.capacityBytes.set({ kind: 'used' }, used));
+    metrics.capacityBytes.set({ kind: 'limit' }, this.options.capacityBytes);
+  }
+
+  get limits(): Required<DispatcherOptions> {
+    return this.options;
+  }
+
+  workerConfig(name: string, deployment: Deployment): WorkerConfig {
+    const m = deployment.manifest;
+    return {
+      ...DEFAULT_WORKER_LIMITS,
+      functionName: name,
+      runtime: m.runtime,
+      handler: m.handler,
+      codeLayer: this.store.codeLayer(name, deployment.version),
+      env: m.env,
+      memoryMb: m.memoryMb,
+      cpus: Math.min(m.cpus, availableParallelism()),
+      timeoutMs: m.timeoutMs,
+      tmpMb: m.tmpMb,
+      pidsMax: m.pidsMax,
+      maxPayloadBytes: this.options.maxPayloadBytes,
+      maxResponseBytes: this.options.maxResponseBytes,
+    };
+  }
+
+  private createPool(fn: StoredFunction): FunctionPool {
+    const m = fn.active.manifest;
+    const pool = new FunctionPool({
+      functionName: fn.name,
+      revision: fn.active.revision,
+      worker: this.workerConfig(fn.name, fn.active),
+      minWarm: m.minWarm,
+      maxConcurrency: m.maxConcurrency,
+      queueMax: m.queueMax,
+      idleTtlSec: m.idleTtlSec,
+      queueWaitMs: Math.max(this.options.queueWaitMs, 0),
+    }, { host: this.host, images: this.images, capacity: this.capacity, metrics: this.metrics, log: this.log });
+    this.pools.set(fn.name, pool);
+    return pool;
+  }
+
+  /** The pool serving a function's active revision (made on first use). */
+  pool(name: string): FunctionPool {
+    const fn = this.store.get(name);
+    if (!fn) throw new FnboxError('FunctionNotFound', `no function named "${name}"`);
+    const current = this.pools.get(name);
+    if (current?.config.revision === fn.active.revision) return current;
+    if (current) this.retire(current);
+    return this.createPool(fn);
+  }
+
+  poolIfAny(name: string): FunctionPool | undefined {
+    return this.pools.get(name);
+  }
+
+  allPools(): FunctionPool[] {
+    return [...this.pools.values(), ...this.draining];
+  }
+
+  /** Pre-warms every stored function with minWarm (gateway start). */
+  warmAll(): void {
+    for (const fn of this.store.list()) if (fn.active.manifest.minWarm > 0) this.pool(fn.name).ensureWarm();
+  }
+
+  /**
+   * Boots a candidate deployment once, so a function whose module cannot
+   * load is refused at deploy time; the sandbox then serves the new pool.
+   */
+  async check(name: string, deployment: Deployment): Promise<Worker> {
+    try {
+      return await Worker.start(this.host, this.images, this.workerConfig(name, deployment));
+    } catch (error) {
+      if (error instanceof FnboxError && error.code === 'InitError') {
+        throw new FnboxError('InitError', error.message, { details: { ...error.details, phase: 'deploy' }, status: 400 });
+      }
+      throw error;
+    }
+  }
+
+  /** After a deploy: route to the new revision, drain the old, pre-warm. */
+  activate(name: string, checked?: Worker): void {
+    const pool = this.pool(name);
+    if (checked) pool.adopt(checked);
+    pool.ensureWarm();
+  }
+
+  private retire(pool: FunctionPool): void {
+    this.pools.delete(pool.config.functionName);
+    this.draining.add(pool);
+    void pool.drain().finally(() => this.draining.delete(pool));
+  }
+
+  async invoke(name: string, request: InvokeRequest, options: { id?: string; signal?: AbortSignal } = {}): Promise<CallResult> {
+    const pool = this.pool(name);
+    const started = performance.now();
+    try {
+      const result = await pool.invoke(request, options);
+      this.metrics.invocations.inc({ function: name, outcome: 'ok' });
+      this.metrics.duration.observe({ function: name }, (performance.now() - started - result.queueMs) / 1000);
+      if (result.coldStart) this.metrics.coldStarts.inc({ function: name });
+      return result;
+    } catch (error) {
+      this.metrics.invocations.inc({ function: name, outcome: error instanceof FnboxError ? error.code : 'Internal' });
+      throw error;
+    }
+  }
+
+  /** Drains and frees everything a function had. */
+  async remove(name: string): Promise<void> {
+    const pool = this.pools.get(name);
+    this.pools.delete(name);
+    if (pool) await pool.drain();
+  }
+
+  /** Shutdown: let calls in flight finish (up to the deadline), destroy every sandbox. */
+  async close(deadlineMs = 10_000): Promise<void> {
+    const all = this.allPools();
+    this.pools.clear();
+    await Promise.all(all.map((pool) => pool.drain(deadlineMs)));
+  }
+}

@@ -1,0 +1,286 @@
+// The warm pool of one deployed revision: a p-queue whose concurrency is
+// maxConcurrency, a bounded wait (queueMax, and a queue-wait budget), and
+// the sandboxes that serve it: pre-warmed (minWarm), booted on demand (and
+// ahead of demand while calls wait), scaled down after idleTtlSec.
+import PQueue from 'p-queue';
+import { FnboxError } from '../errors.js';
+import type { ImageStore } from '../images/index.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { SandboxHost } from '../sandbox/index.js';
+import { Worker, type InvokeRequest, type InvokeResult, type WorkerConfig } from '../runtime/worker.js';
+import type { Capacity, Evictable } from './capacity.js';
+
+export interface PoolConfig {
+  functionName: string;
+  revision: string;
+  worker: WorkerConfig;
+  minWarm: number;
+  maxConcurrency: number;
+  queueMax: number;
+  idleTtlSec: number;
+  /** How long a call may wait for a sandbox before it is refused (429). */
+  queueWaitMs: number;
+}
+
+export interface PoolDeps {
+  host: SandboxHost;
+  images: ImageStore;
+  capacity: Capacity;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export interface CallResult extends InvokeResult {
+  coldStart: boolean;
+  queueMs: number;
+}
+
+export interface CallRecord {
+  id: string;
+  at: string;
+  outcome: string;
+  durationMs: number;
+  coldStart: boolean;
+  logs: string;
+}
+
+interface Waiter {
+  resolve: (worker: Worker) => void;
+  reject: (error: FnboxError) => void;
+}
+
+const RECENT_CALLS = 50;
+
+export class FunctionPool implements Evictable {
+  private readonly workers = new Set<Worker>();
+  private readonly idle: Worker[] = [];
+  private readonly prewarmed = new WeakSet<Worker>();
+  private readonly reserved = new WeakSet<Worker>();
+  private readonly waiters: Waiter[] = [];
+  private readonly queue: PQueue;
+  private booting = 0;
+  private draining = false;
+  private readonly reaper: NodeJS.Timeout;
+  readonly recent: CallRecord[] = [];
+  readonly createdAt = Date.now();
+
+  constructor(readonly config: PoolConfig, private readonly deps: PoolDeps) {
+    this.queue = new PQueue({ concurrency: config.maxConcurrency });
+    deps.capacity.join(this);
+    this.reaper = setInterval(() => this.scaleDown(), 1000);
+    this.reaper.unref();
+  }
+
+  private get memoryBytes(): number {
+    return this.config.worker.memoryMb * 1024 * 1024;
+  }
+
+  get stats(): { workers: number; idle: number; busy: number; booting: number; queued: number; running: number } {
+    const idle = this.idle.length;
+    return { workers: this.workers.size, idle, busy: this.workers.size - idle, booting: this.booting, queued: this.queue.size, running: this.queue.pending };
+  }
+
+  liveWorkers(): Worker[] {
+    return [...this.workers];
+  }
+
+  /** Pre-warms up to minWarm sandboxes (deploy, start-up, after a crash). */
+  ensureWarm(): void {
+    while (!this.draining && this.workers.size + this.booting < this.config.minWarm) {
+      this.boot(true).catch((error: unknown) => this.deps.log.warn({ fn: this.config.functionName, err: (error as Error).message }, 'pre-warm failed'));
+    }
+  }
+
+  /** Takes over a sandbox booted elsewhere (the deploy check). */
+  adopt(worker: Worker): void {
+    if (!this.deps.capacity.reserve(this.memoryBytes, this)) {
+      void worker.destroy();
+      return;
+    }
+    this.track(worker, true);
+    this.hand(worker);
+  }
+
+  async invoke(request: InvokeRequest, options: { id?: string; signal?: AbortSignal } = {}): Promise<CallResult> {
+    const fn = this.config.functionName;
+    if (this.draining) throw new FnboxError('Unavailable', `${fn} is being replaced; retry`, { details: { retryAfterSec: 1 } });
+    if (this.queue.pending >= this.config.maxConcurrency && this.queue.size >= this.config.queueMax) {
+      this.deps.metrics.throttled.inc({ function: fn, reason: 'queue_full' });
+      throw new FnboxError('Throttled', `${fn} has ${this.config.maxConcurrency} calls running and ${this.queue.size} waiting (queueMax ${this.config.queueMax})`, { details: { retryAfterSec: 1 } });
+    }
+    const enqueued = performance.now();
+    const budget = new AbortController();
+    const timer = setTimeout(() => budget.abort(), this.config.queueWaitMs);
+    try {
+      return await this.queue.add(async () => {
+        clearTimeout(timer);
+        const queueMs = performance.now() - enqueued;
+        this.deps.metrics.queueWait.observe({ function: fn }, queueMs / 1000);
+        const { worker, cold } = await this.acquire();
+        try {
+          const result = await worker.invoke(request, { id: options.id, signal: options.signal });
+          this.record(result.id, 'ok', result.receipt.wallMs, cold, result.logs);
+          return { ...result, coldStart: cold, queueMs };
+        } catch (error) {
+          const typed = error as FnboxError;
+          this.record(options.id ?? '', typed.code ?? 'error', performance.now() - enqueued - queueMs, cold, String(typed.details?.logs ?? ''));
+          if (typed.code === 'OutOfMemory') this.deps.metrics.oomKills.inc({ function: fn });
+          if (typed.code === 'Timeout') this.deps.metrics.timeouts.inc({ function: fn });
+          throw Object.assign(typed, { coldStart: cold });
+        } finally {
+          this.release(worker);
+        }
+      }, { signal: budget.signal });
+    } catch (error) {
+      if (budget.signal.aborted && !(error instanceof FnboxError)) {
+        this.deps.metrics.throttled.inc({ function: fn, reason: 'queue_wait' });
+        throw new FnboxError('Throttled', `${fn}: no sandbox became free within ${this.config.queueWaitMs} ms`, { details: { retryAfterSec: Math.max(1, Math.ceil(this.config.queueWaitMs / 1000)) } });
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private record(id: string, outcome: string, durationMs: number, coldStart: boolean, logs: string): void {
+    this.recent.push({ id, at: new Date().toISOString(), outcome, durationMs: Math.round(durationMs * 1000) / 1000, coldStart, logs });
+    if (this.recent.length > RECENT_CALLS) this.recent.shift();
+  }
+
+  /** An idle warm sandbox, or the next one to come free or finish booting. */
+  private acquire(): Promise<{ worker: Worker; cold: boolean }> {
+    while (this.idle.length) {
+      const worker = this.idle.pop()!;
+      if (worker.state !== 'dead') {
+        this.gauge();
+        return Promise.resolve({ worker, cold: false });
+      }
+    }
+    const booted = this.workers.size + this.booting < this.config.maxConcurrency;
+    if (booted) this.boot(false).catch(() => {}); // failures reach the waiter
+    return new Promise<Worker>((resolve, reject) => this.waiters.push({ resolve, reject })).then((worker) => ({
+      worker,
+      cold: worker.calls === 0 && !this.prewarmed.has(worker),
+    }));
+  }
+
+  private release(worker: Worker): void {
+    if (worker.state === 'dead') return; // its onGone does the rest
+    this.hand(worker);
+  }
+
+  /** Gives a ready sandbox to the oldest waiting call, or parks it as idle. */
+  private hand(worker: Worker): void {
+    const waiter = this.waiters.shift();
+    if (waiter) waiter.resolve(worker);
+    else this.idle.push(worker);
+    this.gauge();
+  }
+
+  private async boot(prewarm: boolean): Promise<void> {
+    const fn = this.config.functionName;
+    if (!this.deps.capacity.reserve(this.memoryBytes, this)) {
+      this.deps.metrics.throttled.inc({ function: fn, reason: 'capacity' });
+      const error = new FnboxError('Throttled', `no memory left for another ${this.config.worker.memoryMb} MiB sandbox of ${fn} (global capacity ${Math.round(this.deps.capacity.limitBytes / 2 ** 20)} MiB)`, { details: { retryAfterSec: 1 } });
+      this.waiters.shift()?.reject(error);
+      throw error;
+    }
+    this.booting++;
+    this.gauge();
+    let worker: Worker;
+    try {
+      worker = await Worker.start(this.deps.host, this.deps.images, this.config.worker);
+    } catch (error) {
+      this.booting--;
+      this.deps.capacity.release(this.memoryBytes);
+      this.deps.metrics.boots.inc({ function: fn, result: 'failed' });
+      const typed = error instanceof FnboxError ? error : new FnboxError('SandboxError', (error as Error).message, { cause: error });
+      this.waiters.shift()?.reject(typed);
+      this.gauge();
+      throw typed;
+    }
+    this.booting--;
+    this.deps.metrics.boots.inc({ function: fn, result: 'ok' });
+    if (this.draining) {
+      this.deps.capacity.release(this.memoryBytes);
+      await worker.destroy();
+      return;
+    }
+    this.track(worker, prewarm);
+    this.hand(worker);
+  }
+
+  private track(worker: Worker, prewarm: boolean): void {
+    this.workers.add(worker);
+    this.reserved.add(worker);
+    if (prewarm) this.prewarmed.add(worker);
+    worker.onGone(() => {
+      this.workers.delete(worker);
+      const at = this.idle.indexOf(worker);
+      if (at >= 0) this.idle.splice(at, 1);
+      if (this.reserved.has(worker)) {
+        this.reserved.delete(worker);
+        this.deps.capacity.release(this.memoryBytes);
+      }
+      this.gauge();
+      // A crash or timeout took one: keep the reserved floor warm.
+      if (!this.draining) this.ensureWarm();
+    });
+  }
+
+  /** Idle sandboxes above minWarm that sat longer than idleTtlSec go away. */
+  private scaleDown(): void {
+    const cutoff = Date.now() - this.config.idleTtlSec * 1000;
+    for (const worker of [...this.idle]) {
+      if (this.workers.size <= this.config.minWarm) break;
+      if (worker.lastUsedAt < cutoff) this.retire(worker);
+    }
+  }
+
+  private retire(worker: Worker): void {
+    const at = this.idle.indexOf(worker);
+    if (at >= 0) this.idle.splice(at, 1);
+    if (this.reserved.has(worker)) {
+      this.reserved.delete(worker);
+      this.deps.capacity.release(this.memoryBytes);
+    }
+    this.workers.delete(worker);
+    this.gauge();
+    void worker.destroy();
+  }
+
+  evictionCandidate(): { lastUsedAt: number; evict: () => void } | undefined {
+    if (this.workers.size <= this.config.minWarm) return undefined;
+    const oldest = [...this.idle].sort((a, b) => a.lastUsedAt - b.lastUsedAt)[0];
+    if (!oldest) return undefined;
+    return {
+      lastUsedAt: oldest.lastUsedAt,
+      evict: () => {
+        this.deps.metrics.evictions.inc({ function: this.config.functionName });
+        this.retire(oldest);
+      },
+    };
+  }
+
+  private gauge(): void {
+    const fn = this.config.functionName;
+    const { idle, busy } = this.stats;
+    this.deps.metrics.sandboxes.set({ function: fn, state: 'idle' }, idle);
+    this.deps.metrics.sandboxes.set({ function: fn, state: 'busy' }, busy);
+    this.deps.metrics.sandboxes.set({ function: fn, state: 'booting' }, this.booting);
+  }
+
+  /** New calls go elsewhere; calls in flight finish; then every sandbox goes. */
+  async drain(deadlineMs = 30_000): Promise<void> {
+    this.draining = true;
+    for (const waiter of this.waiters.splice(0)) waiter.reject(new FnboxError('Unavailable', `${this.config.functionName} is being replaced; retry`));
+    await Promise.race([this.queue.onIdle(), new Promise((resolve) => setTimeout(resolve, deadlineMs).unref())]);
+    this.queue.clear();
+    clearInterval(this.reaper);
+    const all = [...this.workers];
+    for (const worker of all) this.retire(worker);
+    await Promise.all(all.map((worker) => worker.destroy()));
+    this.deps.capacity.leave(this);
+  }
+}
