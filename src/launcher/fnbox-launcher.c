@@ -85,6 +85,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 #ifndef SYS_clone3
 #define SYS_clone3 435
 #endif
@@ -935,6 +938,30 @@ static int read_full(int fd, void *buf, size_t len) {
   return 0;
 }
 
+/* Live monitors, as pidfds: safe to signal even after their pids are reused. */
+static int monitors[65536];
+static int n_monitors;
+
+/* Forget monitors that have exited (a pidfd turns readable then). */
+static void forget_exited_monitors(void) {
+  for (int i = 0; i < n_monitors;) {
+    struct pollfd p = { monitors[i], POLLIN, 0 };
+    if (poll(&p, 1, 0) == 1) {
+      close(monitors[i]);
+      monitors[i] = monitors[--n_monitors];
+    } else i++;
+  }
+}
+
+/* The gateway is gone: no monitor may outlive us (it would be reparented
+ * and linger as a zombie), so kill what is left and wait for all of it. */
+static int shut_down(void) {
+  for (int i = 0; i < n_monitors; i++) syscall(SYS_pidfd_send_signal, monitors[i], SIGKILL, NULL, 0);
+  /* With SIGCHLD ignored, wait() returns only once every child is gone. */
+  while (wait(NULL) >= 0 || errno == EINTR) {}
+  return 0;
+}
+
 /* Request: u32 (little endian) length, then NUL-terminated arguments. */
 static int serve_requests(void) {
   STEP("server");
@@ -946,22 +973,27 @@ static int serve_requests(void) {
   static char *args[1024];
   for (;;) {
     uint32_t len;
-    if (read_full(0, &len, sizeof len) < 0) return 0;  /* gateway gone */
+    if (read_full(0, &len, sizeof len) < 0) return shut_down();
     if (len == 0 || len > sizeof request - 1) { errno = E2BIG; die(EXIT_ARGS, "request of %u bytes", len); }
-    if (read_full(0, request, len) < 0) return 0;
+    if (read_full(0, request, len) < 0) return shut_down();
     request[len] = 0;
     int n = 0;
     args[n++] = "fnbox-launcher";
     for (size_t at = 0; at < len && n < (int)(sizeof args / sizeof args[0]) - 1; at += strlen(request + at) + 1)
       args[n++] = request + at;
     args[n] = NULL;
+    forget_exited_monitors();
     pid_t pid = fork();
     if (pid < 0) { emit("{\"event\":\"error\",\"phase\":%d,\"step\":\"fork_monitor\",\"errno\":%d,\"message\":\"fork: %s\"}", EXIT_CLONE, errno, strerror(errno)); continue; }
     if (pid == 0) {
       signal(SIGCHLD, SIG_DFL);
+      for (int i = 0; i < n_monitors; i++) close(monitors[i]);
       close(0);
       _exit(run_monitor(n, args));
     }
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd >= 0 && n_monitors < (int)(sizeof monitors / sizeof monitors[0])) monitors[n_monitors++] = pidfd;
+    else if (pidfd >= 0) close(pidfd);
   }
 }
 

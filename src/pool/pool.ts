@@ -202,7 +202,8 @@ export class FunctionPool implements Evictable {
     }
     this.booting--;
     this.deps.metrics.boots.inc({ function: fn, result: 'ok' });
-    if (this.draining) {
+    // While draining, a boot still serves a call that was already waiting for it.
+    if (this.draining && this.waiters.length === 0) {
       this.deps.capacity.release(this.memoryBytes);
       await worker.destroy();
       return;
@@ -274,8 +275,9 @@ export class FunctionPool implements Evictable {
   /** New calls go elsewhere; calls in flight finish; then every sandbox goes. */
   async drain(deadlineMs = 30_000): Promise<void> {
     this.draining = true;
-    for (const waiter of this.waiters.splice(0)) waiter.reject(new FnboxError('Unavailable', `${this.config.functionName} is being replaced; retry`));
+    // Calls already accepted (running, queued, waiting for a boot) finish, up to the deadline.
     await Promise.race([this.queue.onIdle(), new Promise((resolve) => setTimeout(resolve, deadlineMs).unref())]);
+    for (const waiter of this.waiters.splice(0)) waiter.reject(new FnboxError('Unavailable', `${this.config.functionName} is shutting down; retry`));
     this.queue.clear();
     clearInterval(this.reaper);
     const all = [...this.workers];

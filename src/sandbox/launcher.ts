@@ -124,6 +124,11 @@ export class Launcher {
   readonly socketPath: string;
   readonly rootMountpoint: string;
   private zygote?: ChildProcessWithoutNullStreams;
+
+  /** The zygote's host PID (monitors are its children). */
+  get zygotePid(): number | undefined {
+    return this.zygote?.pid;
+  }
   private readonly pending = new Map<string, PendingBoot>();
   private closed = false;
 

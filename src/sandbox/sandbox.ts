@@ -1,6 +1,6 @@
 // One live sandbox: boot, per-call root reset, stats, kill, destroy. Knows
 // nothing about functions or HTTP; the runtime layer builds on it.
-import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
 import type { CallMeter, CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
@@ -247,6 +247,9 @@ export class Sandbox {
       await this.monitorGone;
     }
     for (const socket of [this.launched.control, this.launched.channel, this.launched.log]) socket?.destroy();
+    // The control stream closes as the monitor exits, a moment before the
+    // kernel has reaped it: wait until neither it nor the init is listed.
+    for (let i = 0; i < 1000 && (existsSync(`/proc/${this.monitorPid}`) || existsSync(`/proc/${this.initPid}`)); i++) await sleep(1);
     this.callMeter?.close();
     await this.deps.cgroups.destroy(this.cgroup);
     this.deps.ids.release(this.hostIdBase);

@@ -1,13 +1,13 @@
 // Leave nothing behind: after destroy, after a crash, after the gateway is
 // SIGKILLed, and after a thousand boots.
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT, SandboxHost } from '../../src/sandbox/index.js';
 import { image, openTestHost, sh, tempDir } from '../support/env.js';
-import { fnboxCgroupDirs, hostMounts, newProcesses, processesWithUidIn, snapshot } from '../support/host-state.js';
+import { fnboxCgroupDirs, hostMounts, hostProcesses, processesWithUidIn, snapshot } from '../support/host-state.js';
 
 let host: SandboxHost;
 let stateDir: string;
@@ -21,6 +21,16 @@ afterAll(() => cleanup());
 /** Cgroup dirs of this host's own sandboxes (not its parents). */
 function sandboxCgroups(): string[] {
   return fnboxCgroupDirs(host.cgroupParentName).filter((dir) => !dir.endsWith(host.cgroupParentName));
+}
+
+function childrenOf(pid: number): number[] {
+  return [...hostProcesses().keys()].filter((child) => {
+    try {
+      return readFileSync(`/proc/${child}/status`, 'utf8').match(/^PPid:\s+(\d+)/m)?.[1] === String(pid);
+    } catch {
+      return false;
+    }
+  });
 }
 
 function alive(pid: number): boolean {
@@ -62,10 +72,12 @@ describe('clean-up', () => {
     const before = snapshot(stateDir, host.cgroupParentName);
     const shell = image('shell');
     let booted = 0;
+    const idBases = new Set<number>();
     const worker = async (): Promise<void> => {
       while (booted < 1000) {
         booted++;
         const sandbox = await host.boot({ layers: [shell.rootfs], argv: ['/bin/true'] });
+        idBases.add(sandbox.hostIdBase);
         await sandbox.destroy();
       }
     };
@@ -75,7 +87,9 @@ describe('clean-up', () => {
     expect(fnboxCgroupDirs(host.cgroupParentName)).toEqual(before.cgroupDirs);
     expect(sandboxCgroups()).toEqual([]);
     expect(snapshot(stateDir, host.cgroupParentName).files).toEqual(before.files);
-    expect(newProcesses(before, (desc) => !desc.startsWith('fnbox-') && !/uid=(1\d{8}|[2-9]\d{8})/.test(desc))).toEqual([]);
+    // No monitor left under our zygote, no process under any uid range the cycles used.
+    expect(childrenOf(host.launcher.zygotePid!)).toEqual([]);
+    for (const base of idBases) expect(processesWithUidIn(base, base + 65536)).toEqual([]);
   }, 180_000);
 });
 

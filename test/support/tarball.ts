@@ -17,8 +17,9 @@ export async function makeTar(entries: TarEntry[], options: { gzip?: boolean } =
     const body = content === undefined ? undefined : Buffer.from(content);
     await new Promise<void>((resolve, reject) => {
       const callback = (error?: Error | null): void => (error ? reject(error) : resolve());
-      if (body) archive.entry({ type: 'file', mode: 0o644, ...header, size: body.length }, body, callback);
-      else archive.entry({ mode: header.type === 'directory' ? 0o755 : 0o644, ...header }, callback);
+      // A fixed mtime: the same files always make the same bytes.
+      if (body) archive.entry({ type: 'file', mode: 0o644, mtime: new Date(0), ...header, size: body.length }, body, callback);
+      else archive.entry({ mode: header.type === 'directory' ? 0o755 : 0o644, mtime: new Date(0), ...header }, callback);
     });
   }
   archive.finalize();

@@ -1,0 +1,129 @@
+// Every error type of DESIGN.md §4 with its status, and bad input that
+// changes nothing: the previous version keeps serving, no partial files.
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deployEntries, deployFiles, errorOf, invoke, NODE_ECHO, put, startTestGateway, type TestGateway } from '../support/gateway.js';
+
+let gateway: TestGateway;
+beforeAll(async () => {
+  gateway = await startTestGateway('errors', { maxPayloadMb: '1', queueWaitMs: '300' });
+  await deployFiles(gateway, 'echo', NODE_ECHO);
+  await deployFiles(gateway, 'faulty', {
+    'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index.handler', timeoutMs: 1500, memoryMb: 96 }),
+    'index.mjs': `export const handler = async (event) => {
+      if (event === 'throw') throw new RangeError('thrown by the function');
+      if (event === 'exit') process.exit(7);
+      if (event === 'oom') { const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1)); }
+      if (event === 'loop') for (;;) {}
+      return 'fine';
+    };`,
+  });
+});
+afterAll(() => gateway.stop());
+
+function functionFiles(name: string): string[] {
+  return readdirSync(join(gateway.stateDir, 'functions', name), { recursive: true }) as string[];
+}
+
+describe('typed errors', () => {
+  it('FunctionNotFound 404', async () => {
+    expect(await errorOf(await invoke(gateway, 'missing'))).toMatchObject({ status: 404, type: 'FunctionNotFound' });
+    expect(await errorOf(await fetch(`${gateway.url}/functions/missing`))).toMatchObject({ status: 404, type: 'FunctionNotFound' });
+  });
+
+  it('Unhandled 502 carries the message and stack', async () => {
+    const error = await errorOf(await invoke(gateway, 'faulty', 'throw'));
+    expect(error).toMatchObject({ status: 502, type: 'Unhandled', message: 'thrown by the function', body: { name: 'RangeError', invocationId: expect.any(String) } });
+    expect(String(error.body.stack)).toContain('index.mjs');
+  });
+
+  it('Crashed 502 carries the exit code', async () => {
+    expect(await errorOf(await invoke(gateway, 'faulty', 'exit'))).toMatchObject({ status: 502, type: 'Crashed', body: { exitCode: 7 } });
+  });
+
+  it('OutOfMemory 502, from the cgroup counter', async () => {
+    expect(await errorOf(await invoke(gateway, 'faulty', 'oom'))).toMatchObject({ status: 502, type: 'OutOfMemory', body: { memoryMb: 96 } });
+  });
+
+  it('Timeout 504', async () => {
+    expect(await errorOf(await invoke(gateway, 'faulty', 'loop'))).toMatchObject({ status: 504, type: 'Timeout' });
+    // and the function still answers afterwards, from a fresh sandbox
+    expect(await (await invoke(gateway, 'faulty', 'ok')).json()).toBe('fine');
+  });
+
+  it('PayloadTooLarge 413 before the function sees it', async () => {
+    expect(await errorOf(await invoke(gateway, 'echo', Buffer.alloc(1024 * 1024 + 1)))).toMatchObject({ status: 413, type: 'PayloadTooLarge' });
+  });
+
+  it('Throttled 429 with Retry-After when the queue is full', async () => {
+    await deployFiles(gateway, 'narrow', { ...NODE_ECHO, 'fnbox.json': JSON.stringify({ runtime: 'node', maxConcurrency: 1, queueMax: 1 }) });
+    const calls = Array.from({ length: 6 }, () => fetch(`${gateway.url}/fn/narrow/sleep?ms=300`));
+    const responses = await Promise.all(calls);
+    const throttled = responses.filter((r) => r.status === 429);
+    expect(throttled.length).toBeGreaterThan(0);
+    expect(throttled[0]!.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(await errorOf(throttled[0]!)).toMatchObject({ type: 'Throttled' });
+    expect(responses.filter((r) => r.status === 200).length).toBeGreaterThan(0);
+  });
+
+  it('NotFound for an unknown route, as JSON', async () => {
+    expect(await errorOf(await fetch(`${gateway.url}/nope`))).toMatchObject({ status: 404, type: 'NotFound' });
+  });
+});
+
+describe('bad deploys change nothing', () => {
+  it('InvalidFunction 400 names the field and range; the previous version keeps serving', async () => {
+    const response = await deployFiles(gateway, 'echo', { ...NODE_ECHO, 'fnbox.json': '{"runtime":"node","memoryMb":99999}' });
+    expect(await errorOf(response)).toMatchObject({ status: 400, type: 'InvalidFunction', message: expect.stringContaining('memoryMb must be between 16 and 8192') });
+    expect((await invoke(gateway, 'echo', 'still')).status).toBe(200);
+    expect(functionFiles('echo').some((f) => f.includes('.staging'))).toBe(false);
+  });
+
+  it.each([
+    ['a ".." path', [{ name: '../evil', content: 'x' }]],
+    ['an absolute path', [{ name: '/etc/evil', content: 'x' }]],
+    ['an escaping symlink', [{ name: 'fnbox.json', content: '{"runtime":"node"}' }, { name: 'l', type: 'symlink', linkname: '../../..' }]],
+    ['a device node', [{ name: 'dev', type: 'character-device', devmajor: 1, devminor: 3 }]],
+    ['a setuid binary', [{ name: 'su', content: 'x', mode: 0o4755 }]],
+  ] as const)('refuses a tarball with %s and keeps the previous version', async (_what, entries) => {
+    const before = functionFiles('echo');
+    expect(await errorOf(await deployEntries(gateway, 'echo', entries as never, 'runtime=node'))).toMatchObject({ status: 400, type: 'InvalidFunction' });
+    expect(functionFiles('echo')).toEqual(before);
+    expect((await invoke(gateway, 'echo', 'still')).status).toBe(200);
+  });
+
+  it('InitError 400 at deploy for a module that cannot load; nothing is stored', async () => {
+    const response = await deployFiles(gateway, 'broken', { 'fnbox.json': '{"runtime":"node"}', 'index.mjs': 'import "./nowhere.mjs";\nexport default { fetch() {} };' });
+    expect(await errorOf(response)).toMatchObject({ status: 400, type: 'InitError', message: expect.stringContaining('nowhere.mjs') });
+    expect(await errorOf(await invoke(gateway, 'broken'))).toMatchObject({ status: 404 });
+    expect(readdirSync(join(gateway.stateDir, 'functions'))).not.toContain('broken');
+  });
+
+  it('garbage bytes are refused as InvalidFunction, an empty body too', async () => {
+    expect(await errorOf(await put(gateway, 'junk', Buffer.from('\x00\x01garbage'.repeat(100))))).toMatchObject({ status: 400, type: 'InvalidFunction' });
+    expect(await errorOf(await put(gateway, 'junk', Buffer.alloc(0)))).toMatchObject({ status: 400, type: 'InvalidFunction' });
+    expect(await errorOf(await put(gateway, 'Bad%20Name!', Buffer.from('x')))).toMatchObject({ status: 400, type: 'InvalidFunction', message: expect.stringContaining('function name') });
+  });
+});
+
+describe('auth', () => {
+  it('Unauthorized 401 without the right token; the invoke token cannot deploy', async () => {
+    const secured = await startTestGateway('auth', { adminToken: 'admin-token-0123456789', invokeToken: 'invoke-token-0123456789' });
+    try {
+      expect(await errorOf(await fetch(`${secured.url}/functions`))).toMatchObject({ status: 401, type: 'Unauthorized' });
+      const admin = { authorization: 'Bearer admin-token-0123456789' };
+      expect((await deployFiles(secured, 'echo', NODE_ECHO, '', { token: 'invoke-token-0123456789' })).status).toBe(401);
+      expect((await deployFiles(secured, 'echo', NODE_ECHO, '', { token: 'admin-token-0123456789' })).status).toBe(201);
+      expect((await fetch(`${secured.url}/functions`, { headers: admin })).status).toBe(200);
+      expect((await invoke(secured, 'echo', '', { headers: { authorization: 'Bearer wrong-token-0000000000' } })).status).toBe(401);
+      const ok = await invoke(secured, 'echo', '', { headers: { authorization: 'Bearer invoke-token-0123456789' } });
+      expect(ok.status).toBe(200);
+      // The caller's token never reaches the function.
+      expect(await ok.json()).toMatchObject({ auth: null });
+      expect((await fetch(`${secured.url}/healthz`)).status).toBe(200);
+    } finally {
+      await secured.stop();
+    }
+  });
+});
