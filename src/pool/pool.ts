@@ -110,11 +110,13 @@ export class FunctionPool implements Evictable {
       throw new FnboxError('Throttled', `${fn} has ${this.config.maxConcurrency} calls running and ${this.queue.size} waiting (queueMax ${this.config.queueMax})`, { details: { retryAfterSec: 1 } });
     }
     const enqueued = performance.now();
-    const budget = new AbortController();
-    const timer = setTimeout(() => budget.abort(), this.config.queueWaitMs);
+    // A wait budget only when the call may have to wait: the common warm path allocates no timer.
+    const mayWait = this.queue.pending >= this.config.maxConcurrency;
+    const budget = mayWait ? new AbortController() : undefined;
+    const timer = budget ? setTimeout(() => budget.abort(), this.config.queueWaitMs) : undefined;
     try {
       return await this.queue.add(async () => {
-        clearTimeout(timer);
+        if (timer) clearTimeout(timer);
         const queueMs = performance.now() - enqueued;
         this.deps.metrics.queueWait.observe({ function: fn }, queueMs / 1000);
         const { worker, cold } = await this.acquire();
@@ -131,15 +133,15 @@ export class FunctionPool implements Evictable {
         } finally {
           this.release(worker);
         }
-      }, { signal: budget.signal });
+      }, budget ? { signal: budget.signal } : {});
     } catch (error) {
-      if (budget.signal.aborted && !(error instanceof FnboxError)) {
+      if (budget?.signal.aborted && !(error instanceof FnboxError)) {
         this.deps.metrics.throttled.inc({ function: fn, reason: 'queue_wait' });
         throw new FnboxError('Throttled', `${fn}: no sandbox became free within ${this.config.queueWaitMs} ms`, { details: { retryAfterSec: Math.max(1, Math.ceil(this.config.queueWaitMs / 1000)) } });
       }
       throw error;
     } finally {
-      clearTimeout(timer);
+      if (timer) clearTimeout(timer);
     }
   }
 

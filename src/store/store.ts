@@ -69,6 +69,8 @@ function writeAtomically(path: string, text: string): void {
 export class FunctionStore {
   private readonly root: string;
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** function.json as last written or read: the invoke path never touches the disk. */
+  private readonly cache = new Map<string, StoredFunction | null>();
 
   constructor(stateDir: string, private readonly limits: UnpackLimits = DEFAULT_UNPACK_LIMITS) {
     this.root = join(stateDir, 'functions');
@@ -93,12 +95,18 @@ export class FunctionStore {
   }
 
   get(name: string): StoredFunction | undefined {
+    const cached = this.cache.get(name);
+    if (cached !== undefined) return cached ?? undefined;
     if (!FUNCTION_NAME.test(name)) return undefined;
+    let fn: StoredFunction | null = null;
     try {
-      return JSON.parse(readFileSync(join(this.root, name, 'function.json'), 'utf8')) as StoredFunction;
+      fn = JSON.parse(readFileSync(join(this.root, name, 'function.json'), 'utf8')) as StoredFunction;
     } catch {
-      return undefined;
+      fn = null;
     }
+    // Misses are not cached: names are unbounded, and a miss costs one failed open.
+    if (fn) this.cache.set(name, fn);
+    return fn ?? undefined;
   }
 
   /** The lowerdir holding `code/` for a version. */
@@ -155,6 +163,7 @@ export class FunctionStore {
         const history = [deployment, ...(current?.history ?? []).filter((d) => d.revision !== deployment.revision)].slice(0, HISTORY);
         const fn: StoredFunction = { name, active: deployment, history };
         writeAtomically(join(dir, 'function.json'), `${JSON.stringify(fn, null, 2)}\n`);
+        this.cache.set(name, fn);
         newVersionDir = undefined;
         this.collect(name, history);
         return { fn, deployment, created: true };
@@ -179,6 +188,7 @@ export class FunctionStore {
     return this.exclusive(name, async () => {
       if (!this.get(name)) return false;
       const dir = join(this.root, name);
+      this.cache.delete(name);
       // Rename first: a crash mid-removal leaves no half function behind.
       const doomed = join(this.root, `.deleting-${name}-${randomBytes(4).toString('hex')}`);
       renameSync(dir, doomed);
