@@ -9,12 +9,14 @@ import { progress, RESULTS_DIR, type BenchContext } from './lib/context.js';
 import { describeMachine } from './lib/machine.js';
 import { writeResults } from './lib/output.js';
 import { has } from './lib/peers.js';
+import { runHttp } from './http.js';
 import { runInvoke } from './invoke.js';
 import type { ResultRow } from './lib/stats.js';
 
 const SCENARIOS: Record<string, (context: BenchContext) => Promise<{ results: ResultRow[]; notes: string[] }>> = {
   boot: runBoot,
   invoke: runInvoke,
+  http: runHttp,
 };
 
 /** --setup: install the peers from Debian and start a Docker engine, saying what it does. */
