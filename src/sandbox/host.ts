@@ -12,6 +12,7 @@ import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
 import { Launcher } from './launcher.js';
 import { Sandbox } from './sandbox.js';
 import { buildSandboxSpec, type SandboxLimits } from './spec.js';
+import { writePolicyFile } from '../seccomp/index.js';
 
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', ...(import.meta.url.includes('/dist/') ? ['..'] : []));
 export const DEFAULT_LAUNCHER = join(PROJECT_ROOT, 'build', 'fnbox-launcher');
@@ -44,7 +45,8 @@ export interface BootRequest {
   limits?: Partial<SandboxLimits>;
   channel?: boolean;
   captureLogs?: boolean;
-  seccompFile?: string;
+  /** A compiled policy to apply instead of the default; `false` for none (launcher tests only). */
+  seccompFile?: string | false;
 }
 
 export class SandboxHost {
@@ -60,6 +62,8 @@ export class SandboxHost {
     private readonly ids: IdRanges,
     /** How many cgroups of an earlier run the start-up sweep removed. */
     readonly swept: number,
+    /** The compiled default seccomp policy every sandbox gets. */
+    readonly seccompFile: string,
   ) {}
 
   static async open(options: SandboxHostOptions): Promise<SandboxHost> {
@@ -77,7 +81,8 @@ export class SandboxHost {
     const runDir = join(stateDir, 'run');
     rmSync(runDir, { recursive: true, force: true });
     const launcher = await Launcher.start({ binary, runDir, bootTimeoutMs: options.bootTimeoutMs });
-    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept);
+    const seccompFile = writePolicyFile(runDir);
+    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept, seccompFile);
   }
 
   live(): Sandbox[] {
@@ -119,7 +124,7 @@ export class SandboxHost {
         rootMountpoint: this.launcher.rootMountpoint,
         channel: request.channel,
         captureLogs: request.captureLogs,
-        seccompFile: request.seccompFile,
+        seccompFile: request.seccompFile === false ? undefined : (request.seccompFile ?? this.seccompFile),
         cgroup,
       });
       const launched = await this.launcher.boot(spec);

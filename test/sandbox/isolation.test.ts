@@ -48,15 +48,15 @@ describe('inside a sandbox', () => {
     }
   });
 
-  it('runs unprivileged: uid 1000, no capabilities, no_new_privs', async () => {
-    const { output } = await sh(host, 'id -u; id -g; grep -E "^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):" /proc/self/status');
+  it('runs unprivileged: uid 1000, no capabilities, no_new_privs, seccomp filter mode', async () => {
+    const { output } = await sh(host, 'id -u; id -g; grep -E "^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):" /proc/self/status');
     const lines = output.trim().split('\n');
     expect(lines[0]).toBe('1000');
     expect(lines[1]).toBe('1000');
     const status = Object.fromEntries(lines.slice(2).map((line) => line.split(/:\s+/)));
     expect(status).toEqual({
       CapInh: '0000000000000000', CapPrm: '0000000000000000', CapEff: '0000000000000000',
-      CapBnd: '0000000000000000', CapAmb: '0000000000000000', NoNewPrivs: '1',
+      CapBnd: '0000000000000000', CapAmb: '0000000000000000', NoNewPrivs: '1', Seccomp: '2',
     });
   });
 
