@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'Timeout'
   | 'InitError'
   | 'Unauthorized'
+  | 'RequestTimeout'
   | 'NotFound'
   | 'Unavailable'
   | 'SandboxError'
@@ -32,6 +33,7 @@ const STATUS: Record<ErrorCode, number> = {
   Timeout: 504,
   InitError: 502,
   Unauthorized: 401,
+  RequestTimeout: 408,
   NotFound: 404,
   Unavailable: 503,
   SandboxError: 500,

@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 
 // Tests whose assertion is a latency ratio run alone, after the rest: two
 // test files sharing 2 cores would make the ratio measure each other.
-const ALONE = ['test/gateway/load.test.ts'];
+const ALONE = ['test/gateway/load.test.ts', 'test/adversarial/**/*.test.ts'];
 
 export default defineConfig({
   root: fileURLToPath(new URL('..', import.meta.url)),

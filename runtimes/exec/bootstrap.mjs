@@ -68,7 +68,10 @@ function run(header, body) {
   child.stdin.end(body);
   return new Promise((resolve) => {
     child.on('error', (error) => resolve(send({ k: 'error', id: header.id, type: 'Unhandled', name: 'ExecError', message: `could not run ${HANDLER}: ${error.message}` })));
-    child.on('close', (code, signal) => {
+    let finished = false;
+    const finish = (code, signal) => {
+      if (finished) return;
+      finished = true;
       const logs = Buffer.concat(stderr.chunks);
       if (logs.length) send({ k: 'log', id: header.id, stream: 'stderr', truncated: stderr.dropped || undefined }, logs);
       const output = Buffer.concat(stdout.chunks);
@@ -82,7 +85,15 @@ function run(header, body) {
       }
       const type = isUtf8(output) ? 'text/plain; charset=utf-8' : 'application/octet-stream';
       resolve(send({ k: 'result', id: header.id, status: 200, headers: [['content-type', type]] }, output));
-    });
+    };
+    child.on('close', finish);
+    // A background child may keep stdout open after the executable exited:
+    // the call ends with the executable (what it left running is killed).
+    child.on('exit', (code, signal) => setTimeout(() => {
+      child.stdout.destroy();
+      child.stderr.destroy();
+      finish(code, signal);
+    }, 50));
   });
 }
 

@@ -13,7 +13,7 @@ import type { Worker } from '../runtime/worker.js';
 import type { SandboxHost } from '../sandbox/index.js';
 import type { FunctionStore, StoredFunction } from '../store/store.js';
 import { requireToken } from './auth.js';
-import { readBody } from './body.js';
+import { guardIdle, readBody } from './body.js';
 import { deployFunction } from './deploy.js';
 import { errorResponse, notFound } from './errors.js';
 
@@ -26,6 +26,8 @@ export interface GatewayDeps {
   adminToken?: string;
   invokeToken?: string;
   maxPayloadBytes: number;
+  maxUploadBytes: number;
+  bodyIdleMs: number;
   startedAt: number;
 }
 
@@ -118,7 +120,11 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
 
   app.put('/functions/:name', admin, async (c) => {
     const name = c.req.param('name');
-    const outcome = await deployFunction(deps.store, deps.dispatcher, name, c.env.incoming, c.req.query());
+    const declared = Number(c.req.header('content-length') ?? NaN);
+    if (declared > deps.maxUploadBytes) {
+      throw new FnboxError('PayloadTooLarge', `the upload of ${declared} bytes exceeds the limit of ${deps.maxUploadBytes} bytes`);
+    }
+    const outcome = await deployFunction(deps.store, deps.dispatcher, name, guardIdle(c.env.incoming, deps.bodyIdleMs), c.req.query());
     const pool = deps.dispatcher.poolIfAny(name);
     return c.json({ ...describeFunction(outcome.fn, pool), created: outcome.created }, outcome.created ? 201 : 200);
   });
@@ -152,7 +158,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     c.header('x-fnbox-invocation-id', id);
     const wantLogs = c.req.query('logs') === '1' || c.req.header('x-fnbox-log-type')?.toLowerCase() === 'tail';
     try {
-      const body = await readBody(c.env.incoming, deps.maxPayloadBytes);
+      const body = await readBody(c.env.incoming, deps.maxPayloadBytes, deps.bodyIdleMs);
       const abort = new AbortController();
       // The caller hung up before the answer: the call is cancelled.
       c.env.outgoing.once('close', () => {

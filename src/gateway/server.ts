@@ -58,6 +58,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     adminToken: config.adminToken,
     invokeToken: config.invokeToken,
     maxPayloadBytes: config.maxPayloadMb * 1024 * 1024,
+    maxUploadBytes: config.maxUploadMb * 1024 * 1024,
+    bodyIdleMs: config.bodyIdleMs,
     startedAt,
   };
   if (config.examples) await deployExamples(deps, log);

@@ -149,6 +149,7 @@ struct config {
   const char *dev_nodes[MAX_LIST]; int n_dev_nodes;
   const char *masks[MAX_LIST]; int n_masks;       /* hidden paths */
   const char *readonly[MAX_LIST]; int n_readonly; /* read-only remounts */
+  const char *sysctls[16]; int n_sysctls;         /* KEY=VALUE under /proc/sys, namespaced ones */
   const char *hostname;
   struct id_map uid_maps[8]; int n_uid_maps;
   struct id_map gid_maps[8]; int n_gid_maps;
@@ -275,6 +276,11 @@ static void parse_args(int argc, char **argv) {
     else if (strcmp(a, "--dev-node") == 0) PUSH(cfg.dev_nodes, cfg.n_dev_nodes, NEXT());
     else if (strcmp(a, "--mask") == 0) PUSH(cfg.masks, cfg.n_masks, NEXT());
     else if (strcmp(a, "--readonly") == 0) PUSH(cfg.readonly, cfg.n_readonly, NEXT());
+    else if (strcmp(a, "--sysctl") == 0) {
+      const char *v = NEXT();
+      if (!strchr(v, '=') || strstr(v, "..") || v[0] == '/') { errno = EINVAL; die(EXIT_ARGS, "--sysctl wants path/under/proc/sys=VALUE, got %s", v); }
+      PUSH(cfg.sysctls, cfg.n_sysctls, v);
+    }
     else if (strcmp(a, "--hostname") == 0) cfg.hostname = NEXT();
     else if (strcmp(a, "--uid-map") == 0) PUSH(cfg.uid_maps, cfg.n_uid_maps, parse_id_map(a, NEXT()));
     else if (strcmp(a, "--gid-map") == 0) PUSH(cfg.gid_maps, cfg.n_gid_maps, parse_id_map(a, NEXT()));
@@ -458,6 +464,21 @@ static void finish_filesystem(void) {
   /* A proc of our own pid namespace: the host's processes are not in it. */
   STEP("mount_proc");
   if (mount("proc", "./proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL) < 0) die(EXIT_MOUNT, "mount proc");
+
+  /* Namespaced sysctls (user.max_user_namespaces=0: no nested user
+   * namespace even if a call slipped past seccomp), before /proc/sys turns
+   * read-only below. */
+  for (int i = 0; i < cfg.n_sysctls; i++) {
+    STEP("sysctl");
+    char path[PATH_MAX];
+    const char *eq = strchr(cfg.sysctls[i], '=');
+    if ((size_t)snprintf(path, sizeof path, "./proc/sys/%.*s", (int)(eq - cfg.sysctls[i]), cfg.sysctls[i]) >= sizeof path) { errno = ENAMETOOLONG; die(EXIT_MOUNT, "sysctl path"); }
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) die(EXIT_MOUNT, "open %s", path);
+    ssize_t len = (ssize_t)strlen(eq + 1);
+    if (write(fd, eq + 1, (size_t)len) != len) die(EXIT_MOUNT, "write %s", path);
+    close(fd);
+  }
 
   setup_dev(".");
   apply_masks(".");

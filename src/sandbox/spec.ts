@@ -58,6 +58,8 @@ export interface SandboxSpec {
   devNodes: string[];
   masks: string[];
   readonlyPaths: string[];
+  /** Namespaced sysctls, as paths under /proc/sys. */
+  sysctls: Record<string, string>;
   hostname: string;
   uidMaps: IdMap[];
   gidMaps: IdMap[];
@@ -134,6 +136,8 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
     devNodes: [...DEV_NODES],
     masks: [...MASKED_PATHS],
     readonlyPaths: [...READONLY_PATHS],
+    // Defense in depth behind seccomp: this user namespace may not create another.
+    sysctls: { 'user/max_user_namespaces': '0' },
     hostname: options.hostname ?? `fnbox-${options.id}`.slice(0, 63),
     uidMaps: idMap,
     gidMaps: idMap,
@@ -176,6 +180,7 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): str
   for (const node of spec.devNodes) add('--dev-node', node);
   for (const mask of spec.masks) add('--mask', mask);
   for (const path of spec.readonlyPaths) add('--readonly', path);
+  for (const [key, value] of Object.entries(spec.sysctls)) add('--sysctl', `${key}=${value}`);
   add('--hostname', spec.hostname);
   for (const map of spec.uidMaps) add('--uid-map', `${map.inside}:${map.outside}:${map.count}`);
   for (const map of spec.gidMaps) add('--gid-map', `${map.inside}:${map.outside}:${map.count}`);

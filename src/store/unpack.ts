@@ -213,6 +213,7 @@ export async function unpackTarball(source: Readable, root: string, limits: Unpa
     extract.destroy();
     await iterator.return?.();
     if (error instanceof FnboxError) throw error;
+    if ((error as { cause?: unknown }).cause instanceof FnboxError) throw (error as { cause: FnboxError }).cause;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') throw refuse(`the archive writes the same path twice: ${(error as Error).message}`);
     if (code === 'ELOOP') throw refuse(`the archive writes through a symlink: ${(error as Error).message}`);
