@@ -143,6 +143,7 @@ struct config {
   int channel_fd;             /* the program's fd for its channel, 0 = none */
   int capture_logs;           /* program's stdout/stderr to the gateway */
   const char *lowers[MAX_LIST]; int n_lowers;   /* topmost first */
+  int lower_fds[MAX_LIST];                      /* the same, opened once (O_PATH) */
   unsigned long long upper_size;                /* bytes of the per-call tmpfs */
   unsigned long long upper_inodes;
   const char *root_mountpoint;  /* empty dir where the new root is attached */
@@ -353,9 +354,11 @@ static int make_root_layer(struct layer *out, int phase) {
   STEP("overlay");
   fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
   if (fs < 0) die(EXIT_LAYER, "fsopen overlay");
+  /* Layers by fd: fsconfig takes at most 256 bytes per value, and the
+   * sandbox's mountinfo then shows /proc/self/fd/N, not host paths. */
   size_t used = 0;
   for (int i = 0; i < cfg.n_lowers; i++) {
-    int n = snprintf(buf + used, sizeof buf - used, "%s%s", i ? ":" : "", cfg.lowers[i]);
+    int n = snprintf(buf + used, sizeof buf - used, "%s/proc/self/fd/%d", i ? ":" : "", cfg.lower_fds[i]);
     if (n < 0 || (size_t)n >= sizeof buf - used) { errno = ENAMETOOLONG; die(EXIT_LAYER, "lowerdir list"); }
     used += (size_t)n;
   }
@@ -835,6 +838,12 @@ static int run_monitor(int argc, char **argv) {
     STEP("open_seccomp");
     cfg.seccomp_fd = open(cfg.seccomp_file, O_RDONLY | O_CLOEXEC);
     if (cfg.seccomp_fd < 0) die(EXIT_ARGS, "open %s", cfg.seccomp_file);
+  }
+
+  STEP("open_lowers");
+  for (int i = 0; i < cfg.n_lowers; i++) {
+    cfg.lower_fds[i] = open(cfg.lowers[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cfg.lower_fds[i] < 0) die(EXIT_LAYER, "open layer %s", cfg.lowers[i]);
   }
 
   struct sandbox_handle sb = { .mnt_ns_fd = -1 };

@@ -1,8 +1,9 @@
 // What a program sees from inside a sandbox, and what the host sees of it.
-import { readFileSync, readlinkSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxHost } from '../../src/sandbox/index.js';
-import { image, openTestHost, sh } from '../support/env.js';
+import { image, openTestHost, sh, tempDir } from '../support/env.js';
 
 let host: SandboxHost;
 let cleanup: () => Promise<void>;
@@ -33,6 +34,19 @@ describe('inside a sandbox', () => {
     expect(name).toBe('isolated-box');
     const interfaces = netdev.slice(2).map((line) => line.trim().split(':')[0]);
     expect(interfaces).toEqual(['lo']);
+  });
+
+  it('boots from layers whose paths are long, and its mount table names no host path', async () => {
+    // fsconfig takes 256 bytes per value: layers go to overlay as /proc/self/fd/N.
+    const deep = join(tempDir('long-layer'), 'a-directory-name-that-is-rather-long-on-purpose'.repeat(3), 'b'.repeat(100));
+    mkdirSync(join(deep, 'code'), { recursive: true });
+    writeFileSync(join(deep, 'code', 'hello.txt'), 'from a long path\n');
+    expect(deep.length + image('shell').rootfs.length).toBeGreaterThan(256);
+    const { output, exit } = await sh(host, 'cat /code/hello.txt; cat /proc/self/mountinfo', { layers: [deep, image('shell').rootfs] });
+    expect(exit.code).toBe(0);
+    expect(output).toContain('from a long path');
+    expect(output).not.toContain(deep.slice(0, 20));
+    expect(output).not.toContain('test-images');
   });
 
   it('cannot see the host filesystem', async () => {
