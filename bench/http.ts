@@ -1,54 +1,21 @@
 // npm run bench -- http: end-to-end POST /invoke latency and calls/s at
 // concurrency 1, 8 and 64, warm and cold, per runtime, with the load
 // generator (bench/lib/loadgen.mjs) in a separate process.
-import { execFile } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseConfig } from '../src/config.js';
-import { deployFunction } from '../src/gateway/deploy.js';
-import { startGateway, type Gateway } from '../src/gateway/server.js';
-import { silentLogger } from '../src/log.js';
-import { PROJECT_ROOT } from '../src/sandbox/index.js';
-import { packDirectory } from '../src/store/pack.js';
-import { BENCH_FUNCTIONS, BENCH_HANDLERS, progress, type BenchContext, type BenchRuntime } from './lib/context.js';
+import { progress, type BenchContext, type BenchRuntime } from './lib/context.js';
+import { coldCall, deployBench, load, startBenchGateway } from './lib/gateway.js';
 import { summarize, type ResultRow } from './lib/stats.js';
-
-const LOADGEN = join(PROJECT_ROOT, 'bench', 'lib', 'loadgen.mjs');
-
-interface LoadResult {
-  latenciesMs: number[];
-  statuses: Record<string, number>;
-  seconds: number;
-}
-
-function load(url: string, body: string, concurrency: number, seconds: number): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [LOADGEN, JSON.stringify({ url, body, concurrency, seconds, warmupSeconds: 1 })], { maxBuffer: 1 << 30 }, (error, stdout) => {
-      if (error) reject(error);
-      else resolve(JSON.parse(stdout) as LoadResult);
-    });
-  });
-}
 
 function payload(runtime: BenchRuntime, write: boolean): { path: string; body: string } {
   if (runtime === 'node' || runtime === 'python') return { path: '', body: JSON.stringify({ write }) };
   return { path: write ? '?write' : '', body: '' };
 }
 
-async function deploy(gateway: Gateway, runtime: BenchRuntime, name: string, query: Record<string, string>): Promise<void> {
-  const kind = runtime === 'node-workers' ? 'node' : runtime;
-  const tarball = await packDirectory(join(BENCH_FUNCTIONS, kind, 'code'));
-  await deployFunction(gateway.deps.store, gateway.deps.dispatcher, name, Readable.from([tarball]), { runtime: kind, handler: BENCH_HANDLERS[runtime], ...query });
-}
-
 export async function runHttp(context: BenchContext): Promise<{ results: ResultRow[]; notes: string[] }> {
   const { quick } = context;
-  const stateDir = join(PROJECT_ROOT, '.fnbox', 'bench-http-state');
-  rmSync(stateDir, { recursive: true, force: true });
   // The bench process's sandbox host stays idle meanwhile; the gateway has its own.
-  const gateway = await startGateway(parseConfig({ port: '0', stateDir, imagesDir: join(PROJECT_ROOT, '.fnbox', 'images'), logLevel: 'silent', queueWaitMs: '30000' }, {}), silentLogger);
+  const bench = await startBenchGateway('http');
+  const { gateway } = bench;
   const results: ResultRow[] = [];
   const notes = [
     'load generator: bench/lib/loadgen.mjs in its own process, closed loop over keep-alive connections, 1 s warm-up discarded',
@@ -59,7 +26,7 @@ export async function runHttp(context: BenchContext): Promise<{ results: ResultR
     const runtimes: BenchRuntime[] = quick ? ['node', 'python'] : ['node', 'node-workers', 'python', 'exec'];
     for (const runtime of runtimes) {
       const name = `bench-${runtime}`;
-      await deploy(gateway, runtime, name, { minWarm: '2', maxConcurrency: '4', queueMax: '1000' });
+      await deployBench(gateway, runtime, name, { minWarm: '2', maxConcurrency: '4', queueMax: '1000' });
       await sleep(500);
       const variants: Array<[string, boolean]> = runtime === 'node' ? [['warm', false], ['warm-write', true]] : [['warm', false]];
       for (const [label, write] of variants) {
@@ -76,22 +43,17 @@ export async function runHttp(context: BenchContext): Promise<{ results: ResultR
       }
       progress(`http: ${runtime} cold`);
       const coldName = `bench-cold-${runtime}`;
-      await deploy(gateway, runtime, coldName, { minWarm: '0', idleTtlSec: '1' });
+      await deployBench(gateway, runtime, coldName, { minWarm: '0', idleTtlSec: '1' });
       const cold: number[] = [];
       for (let i = 0; i < (quick ? 3 : 10); i++) {
-        // Wait for the idle sandbox to be scaled away: the next call boots one.
-        for (let j = 0; j < 100 && (gateway.deps.dispatcher.poolIfAny(coldName)?.stats.workers ?? 0) > 0; j++) await sleep(100);
         const { body, path } = payload(runtime, false);
-        const started = performance.now();
-        const response = await fetch(`${gateway.url}/invoke/${coldName}${path}`, { method: 'POST', body });
-        await response.arrayBuffer();
-        if (response.headers.get('x-fnbox-cold-start') === 'true') cold.push(performance.now() - started);
+        const elapsed = await coldCall(gateway, coldName, body, path);
+        if (elapsed !== undefined) cold.push(elapsed);
       }
       results.push(summarize('http', 'fnbox', `cold-${runtime}`, 'ms', cold, 'no warm sandbox: boot, load, first call, over HTTP'));
     }
   } finally {
-    await gateway.close();
-    rmSync(stateDir, { recursive: true, force: true });
+    await bench.close();
   }
   return { results, notes };
 }

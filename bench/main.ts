@@ -1,5 +1,7 @@
-// npm run bench -- [boot] [invoke] [--quick] [--setup]
-// Runs the chosen scenarios and writes bench/results/<scenario>.json and .md.
+// npm run bench -- [boot] [compare] [density] [invoke] [http] [--quick] [--setup]
+// Runs the chosen scenarios and writes bench/results/<scenario>.json and .md;
+// without a choice, runs the comparison suite (boot, compare, density) and
+// also writes bench/results/latest.{json,md,svg}.
 import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { ImageStore } from '../src/images/index.js';
@@ -9,15 +11,22 @@ import { progress, RESULTS_DIR, type BenchContext } from './lib/context.js';
 import { describeMachine } from './lib/machine.js';
 import { writeResults } from './lib/output.js';
 import { has } from './lib/peers.js';
+import { runCompare } from './compare.js';
+import { runDensity } from './density.js';
 import { runHttp } from './http.js';
+import { renderChart } from './lib/chart.js';
+import { writeFileSync } from 'node:fs';
 import { runInvoke } from './invoke.js';
 import type { ResultRow } from './lib/stats.js';
 
 const SCENARIOS: Record<string, (context: BenchContext) => Promise<{ results: ResultRow[]; notes: string[] }>> = {
   boot: runBoot,
+  compare: runCompare,
+  density: runDensity,
   invoke: runInvoke,
   http: runHttp,
 };
+const SUITE = ['boot', 'compare', 'density'];
 
 /** --setup: install the peers from Debian and start a Docker engine, saying what it does. */
 function setup(): void {
@@ -50,7 +59,7 @@ async function main(): Promise<void> {
   const quick = args.includes('--quick');
   if (args.includes('--setup')) setup();
   const chosen = args.filter((arg) => !arg.startsWith('--'));
-  const names = chosen.length ? chosen : Object.keys(SCENARIOS);
+  const names = chosen.length ? chosen : SUITE;
   for (const name of names) if (!SCENARIOS[name]) throw new Error(`unknown scenario ${name} (have: ${Object.keys(SCENARIOS).join(', ')})`);
   const stateDir = join(PROJECT_ROOT, '.fnbox', 'bench-state');
   const images = new ImageStore({ dir: join(PROJECT_ROOT, '.fnbox', 'images'), definitionsDir: join(PROJECT_ROOT, 'images'), projectRoot: PROJECT_ROOT });
@@ -58,15 +67,26 @@ async function main(): Promise<void> {
   for (const image of ['shell', 'node', 'python', 'exec']) images.getSync(image);
   const host = await SandboxHost.open({ stateDir });
   const machine = describeMachine();
+  const all: ResultRow[] = [];
+  const allNotes: string[] = [];
+  const suiteStarted = Date.now();
   try {
     for (const name of names) {
       const started = Date.now();
       const { results, notes } = await SCENARIOS[name]!({ host, images, quick });
       const files = writeResults(RESULTS_DIR, name, machine, results, notes);
+      all.push(...results);
+      allNotes.push(...notes.map((note) => `${name}: ${note}`));
       progress(`${name}: done in ${((Date.now() - started) / 1000).toFixed(1)} s → ${files.json}\n`);
     }
   } finally {
     await host.close();
+  }
+  if (!chosen.length) {
+    allNotes.push(`the whole run took ${((Date.now() - suiteStarted) / 1000).toFixed(0)} s${quick ? ' (--quick)' : ''}`);
+    const files = writeResults(RESULTS_DIR, 'latest', machine, all, allNotes);
+    writeFileSync(join(RESULTS_DIR, 'latest.svg'), renderChart(machine, all));
+    progress(`suite: ${files.json}, ${files.markdown}, ${join(RESULTS_DIR, 'latest.svg')}\n`);
   }
 }
 
