@@ -2,6 +2,7 @@
 // standard library live, so an image can carry them.
 import { execFileSync } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
 import { FnboxError } from '../errors.js';
 
 export interface InterpreterLayout {
@@ -14,7 +15,10 @@ export interface InterpreterLayout {
 }
 
 export function locateNode(): InterpreterLayout {
-  return { kind: 'node', executable: realpathSync(process.execPath), version: process.version, trees: [] };
+  // execPath is argv[0] when /proc/self/exe cannot be read: look it up on PATH then.
+  const executable = isAbsolute(process.execPath) ? process.execPath
+    : (process.env.PATH ?? '').split(':').map((dir) => join(dir, process.execPath)).find((candidate) => existsSync(candidate)) ?? process.execPath;
+  return { kind: 'node', executable: realpathSync(executable), version: process.version, trees: [] };
 }
 
 const PYTHON_PROBE = `import json, sys, sysconfig

@@ -147,6 +147,7 @@ struct config {
   unsigned long long upper_size;                /* bytes of the per-call tmpfs */
   unsigned long long upper_inodes;
   const char *root_mountpoint;  /* empty dir where the new root is attached */
+  const char *scratch_dir;      /* empty dir for layer tmpfs mounts on older kernels */
   const char *dev_nodes[MAX_LIST]; int n_dev_nodes;
   const char *masks[MAX_LIST]; int n_masks;       /* hidden paths */
   const char *readonly[MAX_LIST]; int n_readonly; /* read-only remounts */
@@ -274,6 +275,7 @@ static void parse_args(int argc, char **argv) {
     else if (strcmp(a, "--upper-size") == 0) cfg.upper_size = parse_num(a, NEXT());
     else if (strcmp(a, "--upper-inodes") == 0) cfg.upper_inodes = parse_num(a, NEXT());
     else if (strcmp(a, "--root-mountpoint") == 0) cfg.root_mountpoint = NEXT();
+    else if (strcmp(a, "--scratch-dir") == 0) cfg.scratch_dir = NEXT();
     else if (strcmp(a, "--dev-node") == 0) PUSH(cfg.dev_nodes, cfg.n_dev_nodes, NEXT());
     else if (strcmp(a, "--mask") == 0) PUSH(cfg.masks, cfg.n_masks, NEXT());
     else if (strcmp(a, "--readonly") == 0) PUSH(cfg.readonly, cfg.n_readonly, NEXT());
@@ -309,6 +311,7 @@ static void parse_args(int argc, char **argv) {
   if (i >= argc) die(EXIT_ARGS, "no program given after --");
   if (cfg.n_lowers == 0) die(EXIT_ARGS, "at least one --lower is required");
   if (!cfg.root_mountpoint) die(EXIT_ARGS, "--root-mountpoint is required");
+  if (!cfg.scratch_dir) die(EXIT_ARGS, "--scratch-dir is required");
   if (cfg.n_uid_maps == 0 || cfg.n_gid_maps == 0) die(EXIT_ARGS, "--uid-map and --gid-map are required");
   if (cfg.upper_size == 0) die(EXIT_ARGS, "--upper-size is required");
   if (!cfg.cwd) cfg.cwd = "/";
@@ -327,7 +330,45 @@ static void parse_args(int argc, char **argv) {
  * host's mount table, so host mount namespace copies stay cheap and the
  * layer vanishes with its last reference even if every fnbox process is
  * SIGKILLed. */
-struct layer { int tmpfs_fd; int root_fd; };
+struct layer { int tmpfs_fd; int root_fd; char holder[PATH_MAX]; };
+
+/* Before Linux 6.11 (or so) overlay refuses an upper on a detached mount
+ * ("failed to clone upperpath"). There the tmpfs is attached instead, in a
+ * mount namespace private to the monitor, so the host's table still shows
+ * nothing. -1: not probed yet. */
+static int attach_uppers = -1;
+static unsigned layer_generation;
+
+/* Can an overlay use an upper on a detached tmpfs? Asked once, of the kernel. */
+static int detached_upper_works(void) {
+  int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC), tmp = -1, ok = 0;
+  if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) goto out;
+  tmp = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+  if (tmp < 0 || mkdirat(tmp, "upper", 0755) < 0 || mkdirat(tmp, "work", 0700) < 0) goto out;
+  close(fs);
+  fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+  char upper[64], work[64];
+  snprintf(upper, sizeof upper, "/proc/self/fd/%d/upper", tmp);
+  snprintf(work, sizeof work, "/proc/self/fd/%d/work", tmp);
+  ok = fs >= 0 && syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", "/", 0) == 0 &&
+       syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) == 0 &&
+       syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work, 0) == 0 &&
+       syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0;
+out:
+  if (fs >= 0) close(fs);
+  if (tmp >= 0) close(tmp);
+  return ok;
+}
+
+/* Older kernels: a mount namespace of the monitor's own, with a small tmpfs
+ * on the scratch dir to hold each layer's tmpfs. */
+static void enter_private_mount_namespace(void) {
+  STEP("private_mount_namespace");
+  if (unshare(CLONE_NEWNS) < 0) die(EXIT_LAYER, "unshare mount namespace");
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die(EXIT_LAYER, "make / private");
+  if (mount("tmpfs", cfg.scratch_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0700") < 0)
+    die(EXIT_LAYER, "mount tmpfs on %s", cfg.scratch_dir);
+}
 
 static void fs_set(int fs, const char *key, const char *value) {
   if (syscall(SYS_fsconfig, fs, value ? FSCONFIG_SET_STRING : FSCONFIG_SET_FLAG, key, value, 0) < 0)
@@ -350,6 +391,14 @@ static int make_root_layer(struct layer *out, int phase) {
   close(fs);
   if (mkdirat(out->tmpfs_fd, "upper", 0755) < 0) die(EXIT_LAYER, "mkdir upper");
   if (mkdirat(out->tmpfs_fd, "work", 0700) < 0) die(EXIT_LAYER, "mkdir work");
+  out->holder[0] = 0;
+  if (attach_uppers == 1) {
+    STEP("attach_upper");
+    snprintf(out->holder, sizeof out->holder, "%s/%u", cfg.scratch_dir, layer_generation++);
+    if (mkdir(out->holder, 0700) < 0) die(EXIT_LAYER, "mkdir %s", out->holder);
+    if (syscall(SYS_move_mount, out->tmpfs_fd, "", AT_FDCWD, out->holder, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+      die(EXIT_LAYER, "attach tmpfs at %s", out->holder);
+  }
 
   STEP("overlay");
   fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
@@ -718,6 +767,10 @@ static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer 
   if (fresh->tmpfs_fd >= 0) close(fresh->tmpfs_fd);
   /* Back home whatever happened, or the next reset resolves paths wrongly. */
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
+  if (fresh->holder[0]) {
+    umount2(fresh->holder, MNT_DETACH);
+    rmdir(fresh->holder);
+  }
   emit("{\"event\":\"reset\",\"ok\":false,\"step\":\"%s\",\"errno\":%d,\"message\":\"%s\"}", step, saved, strerror(saved));
   return -1;
 }
@@ -728,7 +781,7 @@ static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer 
  * the old root. pivot_root moves every process whose root is the old root. */
 static int reset_root(struct sandbox_handle *sb) {
   long long started = now_us();
-  struct layer fresh = { -1, -1 };
+  struct layer fresh = { .tmpfs_fd = -1, .root_fd = -1 };
   char proc_root[64];
   STEP("reset_layer");
   make_root_layer(&fresh, EXIT_LAYER);
@@ -760,8 +813,13 @@ static int reset_root(struct sandbox_handle *sb) {
   if (syscall(SYS_pivot_root, ".", ".") < 0) return reset_fail(sb, "pivot_root", &fresh);
   if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
+  /* The old overlay holds its own clone of the upper: the holder can go. */
+  if (sb->layer.holder[0]) {
+    umount2(sb->layer.holder, MNT_DETACH);
+    rmdir(sb->layer.holder);
+  }
   close(sb->layer.tmpfs_fd);
-  sb->layer.tmpfs_fd = fresh.tmpfs_fd;
+  sb->layer = fresh;
   emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"us\":%lld}", sb->layer.tmpfs_fd, now_us() - started);
   return 0;
 }
@@ -840,6 +898,10 @@ static int run_monitor(int argc, char **argv) {
     if (cfg.seccomp_fd < 0) die(EXIT_ARGS, "open %s", cfg.seccomp_file);
   }
 
+  STEP("probe_overlay");
+  if (attach_uppers < 0) attach_uppers = !detached_upper_works();
+  if (attach_uppers) enter_private_mount_namespace();
+  /* Layers are opened inside the namespace their mounts must belong to. */
   STEP("open_lowers");
   for (int i = 0; i < cfg.n_lowers; i++) {
     cfg.lower_fds[i] = open(cfg.lowers[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -997,6 +1059,8 @@ static int serve_requests(void) {
   STEP("server");
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_ARGS, "PR_SET_PDEATHSIG");
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die(EXIT_ARGS, "PR_SET_DUMPABLE");
+  /* Once for all monitors: they inherit the answer. */
+  attach_uppers = !detached_upper_works();
   /* Monitors report for themselves; the kernel reaps them for us. */
   signal(SIGCHLD, SIG_IGN);
   static char request[256 * 1024];
@@ -1028,10 +1092,11 @@ static int serve_requests(void) {
 }
 
 int main(int argc, char **argv) {
-  /* The argument strings are contiguous: that whole area is our cmdline. */
-  cmdline_area = argv[0];
-  cmdline_size = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
   if (argc == 2 && strcmp(argv[1], "--server") == 0) {
+    /* The argument strings are contiguous: that whole area is our cmdline,
+     * free to rewrite here (one-shot runs keep theirs: the config points into it). */
+    cmdline_area = argv[0];
+    cmdline_size = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
     prctl(PR_SET_NAME, "fnbox-zygote", 0, 0, 0);
     return serve_requests();
   }

@@ -122,6 +122,7 @@ export class SandboxHost {
         limits,
         hostIdBase,
         rootMountpoint: this.launcher.rootMountpoint,
+        scratchDir: this.launcher.scratchDir,
         channel: request.channel,
         captureLogs: request.captureLogs,
         seccompFile: request.seccompFile === false ? undefined : (request.seccompFile ?? this.seccompFile),

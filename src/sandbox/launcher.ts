@@ -123,6 +123,7 @@ function onJsonLines(socket: net.Socket, handle: (value: unknown) => void): void
 export class Launcher {
   readonly socketPath: string;
   readonly rootMountpoint: string;
+  readonly scratchDir: string;
   private zygote?: ChildProcessWithoutNullStreams;
 
   /** The zygote's host PID (monitors are its children). */
@@ -135,6 +136,7 @@ export class Launcher {
   private constructor(private readonly options: LauncherOptions, private readonly server: net.Server, socketPath: string) {
     this.socketPath = socketPath;
     this.rootMountpoint = join(options.runDir, 'root');
+    this.scratchDir = join(options.runDir, 'layers');
   }
 
   static async start(options: LauncherOptions): Promise<Launcher> {
@@ -143,6 +145,7 @@ export class Launcher {
     mkdirSync(options.runDir, { recursive: true, mode: 0o711 });
     chmodSync(options.runDir, 0o711);
     mkdirSync(join(options.runDir, 'root'), { recursive: true });
+    mkdirSync(join(options.runDir, 'layers'), { recursive: true, mode: 0o700 });
     let socketPath = join(options.runDir, 'launcher.sock');
     // sun_path holds 107 bytes; a deep state dir gets a short private path.
     if (Buffer.byteLength(socketPath) > 100) {

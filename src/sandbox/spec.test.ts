@@ -8,6 +8,7 @@ const base: SandboxOptions = {
   limits: { memoryBytes: 128 << 20, cpus: 0.5, pidsMax: 64, tmpBytes: 64 << 20, tmpInodes: 16384, nofile: 1024 },
   hostIdBase: 100_000_000,
   rootMountpoint: '/state/run/root',
+  scratchDir: '/state/run/layers',
   channel: true,
   captureLogs: true,
   cgroup: { cloneInto: '/sys/fs/cgroup/unified/fnbox/sb-1', attachBeforeRelease: ['/sys/fs/cgroup/memory/fnbox/sb-1'] },

@@ -41,6 +41,8 @@ export interface SandboxOptions {
   hostIdBase: number;
   /** Empty host directory used as the attach point inside the private mount namespace. */
   rootMountpoint: string;
+  /** Empty host directory where older kernels need each layer's tmpfs attached (monitor-private). */
+  scratchDir: string;
   /** Hand the program a channel on fd 3. */
   channel?: boolean;
   /** Send the program's stdout/stderr to the gateway. */
@@ -55,6 +57,7 @@ export interface SandboxSpec {
   upperBytes: number;
   upperInodes: number;
   rootMountpoint: string;
+  scratchDir: string;
   devNodes: string[];
   masks: string[];
   readonlyPaths: string[];
@@ -133,6 +136,7 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
     upperBytes: limits.tmpBytes,
     upperInodes: limits.tmpInodes,
     rootMountpoint: options.rootMountpoint,
+    scratchDir: options.scratchDir,
     devNodes: [...DEV_NODES],
     masks: [...MASKED_PATHS],
     readonlyPaths: [...READONLY_PATHS],
@@ -177,6 +181,7 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): str
   add('--upper-size', spec.upperBytes);
   add('--upper-inodes', spec.upperInodes);
   add('--root-mountpoint', spec.rootMountpoint);
+  add('--scratch-dir', spec.scratchDir);
   for (const node of spec.devNodes) add('--dev-node', node);
   for (const mask of spec.masks) add('--mask', mask);
   for (const path of spec.readonlyPaths) add('--readonly', path);

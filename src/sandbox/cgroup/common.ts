@@ -60,3 +60,21 @@ export function writeIfPresent(fs: CgroupFs, path: string, value: string): boole
   fs.write(path, value);
   return true;
 }
+
+/**
+ * Kills a sandbox's whole tree at once: cgroup.kill where a cgroup2
+ * directory has one; else SIGKILL to the sandbox's PID 1, which takes its
+ * whole PID namespace; else every listed process.
+ */
+export function killTree(fs: CgroupFs, cgroup2Dir: string | undefined, initPid: number | undefined, listedDir: string): void {
+  if (cgroup2Dir && writeIfPresent(fs, join(cgroup2Dir, 'cgroup.kill'), '1')) return;
+  if (initPid) {
+    try {
+      process.kill(initPid, 'SIGKILL');
+      return;
+    } catch {
+      // gone already, or never started: fall through to the list
+    }
+  }
+  killListed(fs, listedDir);
+}

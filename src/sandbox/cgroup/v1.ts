@@ -6,7 +6,7 @@
 // then kills the whole PID namespace at once (zap_pid_ns_processes).
 import { join } from 'node:path';
 import { FnboxError } from '../../errors.js';
-import { childDirs, ensureDir, killListed, removeDir, tryRead, writeIfPresent } from './common.js';
+import { childDirs, ensureDir, killListed, killTree, removeDir, tryRead, writeIfPresent } from './common.js';
 import type { CgroupHost } from './detect.js';
 import { parseFlatKeyed, parsePids } from './files.js';
 import { realCgroupFs, type CgroupFs } from './fs.js';
@@ -126,16 +126,7 @@ export class V1CgroupDriver implements CgroupDriver {
   }
 
   kill(cgroup: SandboxCgroup, initPid?: number): void {
-    if (cgroup.cloneInto && writeIfPresent(this.fs, join(cgroup.cloneInto, 'cgroup.kill'), '1')) return;
-    if (initPid) {
-      try {
-        process.kill(initPid, 'SIGKILL');
-        return;
-      } catch {
-        // gone already, or never started: fall through to the list
-      }
-    }
-    killListed(this.fs, cgroup.primaryDir);
+    killTree(this.fs, cgroup.cloneInto, initPid, cgroup.primaryDir);
   }
 
   async destroy(cgroup: SandboxCgroup): Promise<void> {

@@ -5,7 +5,7 @@
 // they keep every limit of that cgroup, which now also covers the sandboxes.
 import { join } from 'node:path';
 import { FnboxError } from '../../errors.js';
-import { childDirs, ensureDir, killListed, removeDir, tryRead, writeIfPresent } from './common.js';
+import { childDirs, ensureDir, killListed, killTree, removeDir, tryRead, writeIfPresent } from './common.js';
 import type { CgroupHost } from './detect.js';
 import { formatCpuMax, parseFlatKeyed, parsePids } from './files.js';
 import { realCgroupFs, type CgroupFs } from './fs.js';
@@ -118,16 +118,7 @@ export class V2CgroupDriver implements CgroupDriver {
   }
 
   kill(cgroup: SandboxCgroup, initPid?: number): void {
-    if (writeIfPresent(this.fs, join(cgroup.primaryDir, 'cgroup.kill'), '1')) return;
-    if (initPid) {
-      try {
-        process.kill(initPid, 'SIGKILL');
-        return;
-      } catch {
-        // fall through
-      }
-    }
-    killListed(this.fs, cgroup.primaryDir);
+    killTree(this.fs, cgroup.primaryDir, initPid, cgroup.primaryDir);
   }
 
   async destroy(cgroup: SandboxCgroup): Promise<void> {
