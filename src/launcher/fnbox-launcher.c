@@ -777,7 +777,7 @@ static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer 
 
 /* Swap the running sandbox onto a fresh layer. Runs in the monitor: the
  * layer is built with host paths first, then we step into the sandbox's
- * mount namespace, attach it, move /proc and /dev across, pivot, and detach
+ * mount namespace, attach it, bind /proc and /dev across, pivot, and detach
  * the old root. pivot_root moves every process whose root is the old root. */
 static int reset_root(struct sandbox_handle *sb) {
   long long started = now_us();
@@ -807,8 +807,11 @@ static int reset_root(struct sandbox_handle *sb) {
   if (syscall(SYS_move_mount, fresh.root_fd, "", AT_FDCWD, next, MOVE_MOUNT_F_EMPTY_PATH) < 0)
     return reset_fail(sb, "move_mount", &fresh);
   close(fresh.root_fd); fresh.root_fd = -1;
-  if (mount("/proc", "/.fnbox-next/proc", NULL, MS_MOVE, NULL) < 0) return reset_fail(sb, "move_proc", &fresh);
-  if (mount("/dev", "/.fnbox-next/dev", NULL, MS_MOVE, NULL) < 0) return reset_fail(sb, "move_dev", &fresh);
+  /* Copies, not moves: a process resolving /dev/zero during the swap must
+   * still find it under the old root until pivot_root switches it over.
+   * MS_REC carries the masks and read-only submounts along. */
+  if (mount("/proc", "/.fnbox-next/proc", NULL, MS_BIND | MS_REC, NULL) < 0) return reset_fail(sb, "bind_proc", &fresh);
+  if (mount("/dev", "/.fnbox-next/dev", NULL, MS_BIND | MS_REC, NULL) < 0) return reset_fail(sb, "bind_dev", &fresh);
   if (chdir(next) < 0) return reset_fail(sb, "chdir_next", &fresh);
   if (syscall(SYS_pivot_root, ".", ".") < 0) return reset_fail(sb, "pivot_root", &fresh);
   if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);

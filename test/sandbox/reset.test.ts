@@ -118,6 +118,25 @@ describe('resetRoot', () => {
     }
   });
 
+  it('a process using /dev and /proc while its root is swapped never finds them missing', async () => {
+    const sandbox = await host.boot({
+      layers: [image('shell').rootfs],
+      argv: ['/bin/sh', '-c', 'while :; do read -r x < /dev/zero || true; [ -e /dev/null ] || echo FAIL-DEV; [ -e /proc/self/stat ] || echo FAIL-PROC; done'],
+      captureLogs: true,
+    });
+    let output = '';
+    sandbox.log!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    sandbox.log!.resume();
+    try {
+      for (let i = 0; i < 100; i++) await sandbox.resetRoot({ force: true });
+      await sleep(50);
+      expect(output).toBe('');
+      expect(sandbox.alive).toBe(true);
+    } finally {
+      await sandbox.destroy();
+    }
+  });
+
   it('is skipped when nothing was written', async () => {
     const sandbox = await host.boot({ layers: [image('shell').rootfs], argv: ['/bin/sleep', '30'] });
     try {

@@ -27,6 +27,13 @@ describe('V2CgroupDriver', () => {
     expect(fs.read(`${SELF}/fnbox-test/cgroup.subtree_control`).trim().split(' ').sort()).toEqual(['cpu', 'memory', 'pids']);
   });
 
+  it('started again from inside its own leaf, it finds the same parent (so a restart sweeps what was left)', () => {
+    const { fs } = hostWith([100, 101]);
+    const again = new V2CgroupDriver({ mode: 'v2', unifiedSelf: `${SELF}/fnbox-gateway`, unifiedRoot: '/sys/fs/cgroup', v1Self: new Map() }, 'fnbox-test', fs);
+    expect(again.description).toBe(`cgroup v2: sandboxes under ${SELF}/fnbox-test`);
+    expect(fs.exists(`${SELF}/fnbox-gateway/fnbox-gateway`)).toBe(false);
+  });
+
   it('writes limits in the documented formats, swap off and group OOM on', () => {
     const { fs, driver } = hostWith([100]);
     const cg = driver.create('sb-1', { memoryBytes: 64 << 20, cpus: 0.5, cpuPeriodUs: 100_000, pidsMax: 32 });

@@ -3,7 +3,7 @@
 // cgroup that has processes, so the gateway first moves the processes of its
 // own cgroup into a leaf (as systemd's delegation and Docker-in-Docker do):
 // they keep every limit of that cgroup, which now also covers the sandboxes.
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { FnboxError } from '../../errors.js';
 import { childDirs, ensureDir, killListed, killTree, removeDir, tryRead, writeIfPresent } from './common.js';
 import type { CgroupHost } from './detect.js';
@@ -22,9 +22,14 @@ export class V2CgroupDriver implements CgroupDriver {
 
   constructor(host: CgroupHost, parentName: string, private readonly fs: CgroupFs = realCgroupFs) {
     if (!host.unifiedSelf) throw new FnboxError('HostUnsupported', 'cgroup v2 is not mounted');
-    this.self = host.unifiedSelf;
+    // Inside our own leaf already (an earlier start, or another gateway in the
+    // same cgroup moved us): the delegated cgroup is the one above it, so the
+    // sandboxes' parent stays where a restart will look for leftovers.
+    let self = host.unifiedSelf;
+    while (basename(self) === GATEWAY_LEAF) self = dirname(self);
+    this.self = self;
     this.parent = join(this.self, parentName);
-    this.delegateControllers(host.unifiedSelf === host.unifiedRoot);
+    this.delegateControllers(this.self === host.unifiedRoot);
     ensureDir(fs, this.parent);
     fs.write(join(this.parent, 'cgroup.subtree_control'), CONTROLLERS.map((c) => `+${c}`).join(' '));
     this.description = `cgroup v2: sandboxes under ${this.parent}`;
