@@ -33,6 +33,8 @@ export interface SandboxHostOptions {
   launcherBinary?: string;
   idRanges?: IdRangeOptions;
   bootTimeoutMs?: number;
+  /** Network namespaces the launcher keeps ready (0: each boot makes its own). */
+  netnsPool?: number;
 }
 
 export interface BootRequest {
@@ -80,7 +82,7 @@ export class SandboxHost {
     const swept = await cgroups.sweep();
     const runDir = join(stateDir, 'run');
     rmSync(runDir, { recursive: true, force: true });
-    const launcher = await Launcher.start({ binary, runDir, bootTimeoutMs: options.bootTimeoutMs });
+    const launcher = await Launcher.start({ binary, runDir, bootTimeoutMs: options.bootTimeoutMs, netnsPool: options.netnsPool });
     const seccompFile = writePolicyFile(runDir);
     return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept, seccompFile);
   }

@@ -86,7 +86,11 @@ interface PendingBoot {
   monitorPid?: number;
 }
 
+/** Network namespaces the zygote keeps ready (made while idle): most of a boot's cost, paid ahead. */
+export const NETNS_POOL = 16;
+
 export interface LauncherOptions {
+  netnsPool?: number;
   binary: string;
   /** Private directory for the socket and the root attach point. */
   runDir: string;
@@ -167,7 +171,7 @@ export class Launcher {
   }
 
   private startZygote(): void {
-    const zygote = spawn(this.options.binary, ['--server'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const zygote = spawn(this.options.binary, ['--server', '--netns-pool', String(this.options.netnsPool ?? NETNS_POOL)], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.zygote = zygote;
     zygote.stdin.on('error', () => {});
     // Monitors that fail before they connect report here, tagged with their id.

@@ -64,6 +64,8 @@ export interface SandboxSpec {
   /** Namespaced sysctls, as paths under /proc/sys. */
   sysctls: Record<string, string>;
   hostname: string;
+  /** Bring lo up: a function may talk to itself over localhost. */
+  loopbackUp: boolean;
   uidMaps: IdMap[];
   gidMaps: IdMap[];
   uid: number;
@@ -143,6 +145,7 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
     // Defense in depth behind seccomp: this user namespace may not create another.
     sysctls: { 'user/max_user_namespaces': '0' },
     hostname: options.hostname ?? `fnbox-${options.id}`.slice(0, 63),
+    loopbackUp: true,
     uidMaps: idMap,
     gidMaps: idMap,
     uid: PROGRAM_UID,
@@ -187,6 +190,7 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): str
   for (const path of spec.readonlyPaths) add('--readonly', path);
   for (const [key, value] of Object.entries(spec.sysctls)) add('--sysctl', `${key}=${value}`);
   add('--hostname', spec.hostname);
+  if (spec.loopbackUp) args.push('--loopback-up');
   for (const map of spec.uidMaps) add('--uid-map', `${map.inside}:${map.outside}:${map.count}`);
   for (const map of spec.gidMaps) add('--gid-map', `${map.inside}:${map.outside}:${map.count}`);
   if (spec.cloneIntoCgroup) add('--cgroup2', spec.cloneIntoCgroup);

@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxHost } from '../../src/sandbox/index.js';
-import { image, openTestHost, sh, tempDir } from '../support/env.js';
+import { image, openTestHost, run, sh, tempDir } from '../support/env.js';
 
 let host: SandboxHost;
 let cleanup: () => Promise<void>;
@@ -34,6 +34,14 @@ describe('inside a sandbox', () => {
     expect(name).toBe('isolated-box');
     const interfaces = netdev.slice(2).map((line) => line.trim().split(':')[0]);
     expect(interfaces).toEqual(['lo']);
+  });
+
+  it('has lo up: a function can talk to itself over localhost, and to nothing else', async () => {
+    const node = image('node');
+    const script = "const net = require('net'); const s = net.createServer((c) => c.end('pong')).listen(0, '127.0.0.1', () => net.connect(s.address().port, '127.0.0.1').on('data', (d) => { console.log(String(d)); net.connect(80, '10.0.0.1').on('error', (e) => { console.log(e.code); process.exit(0); }); }));";
+    const { output, exit } = await run(host, { layers: [node.rootfs], argv: [node.interpreters.node!.executable, '-e', script] });
+    expect(exit.code).toBe(0);
+    expect(output.trim().split('\n')).toEqual(['pong', 'ENETUNREACH']);
   });
 
   it('boots from layers whose paths are long, and its mount table names no host path', async () => {
