@@ -146,7 +146,36 @@ export class Sandbox {
       throw new FnboxError('SandboxError', `sandbox ${this.id}: root reset failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
     }
     this.upperFd = event.upper_fd;
+    await this.killStaleRoots();
     return { skipped: false, us: event.us };
+  }
+
+  /**
+   * pivot_root moves every process whose root is the old root, but a child
+   * forked during the swap copies the old root after that walk and keeps
+   * it: it would see the previous call's files. Such a process (never the
+   * runtime, which is idle between calls) is killed.
+   */
+  private async killStaleRoots(): Promise<void> {
+    let expected: number;
+    try {
+      expected = statSync(`/proc/${this.initPid}/root`).dev;
+    } catch {
+      return;
+    }
+    const stale: number[] = [];
+    for (const pid of this.meter.processes()) {
+      try {
+        if (statSync(`/proc/${pid}/root`).dev !== expected) {
+          process.kill(pid, 'SIGKILL');
+          stale.push(pid);
+        }
+      } catch {
+        // exited meanwhile
+      }
+    }
+    // Gone once its root no longer resolves (a zombie has none).
+    for (let i = 0; i < 200 && stale.some((pid) => existsSync(`/proc/${pid}/root`)); i++) await sleep(1);
   }
 
   usage(): CgroupUsage {

@@ -55,6 +55,8 @@ async function bootProbe(): Promise<{ sandbox: Sandbox; lines: string[] }> {
     lines.push(...parts);
   });
   sandbox.log!.resume();
+  // Once both sides of the pipeline run: a process forked during a swap is killed (stale root).
+  await waitFor(lines, (l) => l.startsWith('pid '));
   await sandbox.resetRoot({ force: true });
   return { sandbox, lines };
 }
@@ -132,6 +134,32 @@ describe('resetRoot', () => {
       await sleep(50);
       expect(output).toBe('');
       expect(sandbox.alive).toBe(true);
+    } finally {
+      await sandbox.destroy();
+    }
+  });
+
+  it('after a swap no process of the sandbox is left on the old root, even one forked mid-swap', async () => {
+    const sandbox = await host.boot({
+      layers: [image('shell').rootfs],
+      argv: ['/bin/sh', '-c', 'while :; do sleep 0.3 & sleep 0.005; done'],
+      limits: { pidsMax: 256 },
+    });
+    try {
+      await sleep(300);
+      for (let i = 0; i < 30; i++) {
+        await sandbox.resetRoot({ force: true });
+        const rootDev = statSync(`/proc/${sandbox.initPid}/root`).dev;
+        for (const pid of sandbox.meter.processes()) {
+          let dev: number | undefined;
+          try {
+            dev = statSync(`/proc/${pid}/root`).dev;
+          } catch {
+            continue; // exited, or killed for holding the old root
+          }
+          expect(dev, `pid ${pid}`).toBe(rootDev);
+        }
+      }
     } finally {
       await sandbox.destroy();
     }

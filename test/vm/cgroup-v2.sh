@@ -15,6 +15,8 @@ missing=()
 need qemu-system-x86_64 qemu-system-x86
 need busybox busybox-static
 need cpio cpio
+# Package lists: a fresh machine may have none yet.
+apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update -qq
 if [ ${#missing[@]} -gt 0 ]; then
   echo "vm: installing ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -53,7 +55,7 @@ log=$WORK/console.log
 set +e
 timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 6144 -smp 2 -nographic -no-reboot \
   -kernel "$kernel_dir/boot/vmlinuz-$version" -initrd "$WORK/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 quiet fnbox.project=$ROOT fnbox.tests=$(echo $TESTS | tr ' ' ',') ${FNBOX_VM_DEBUG:+fnbox.debug=1}" \
+  -append "console=ttyS0 panic=-1 quiet fnbox.project=$ROOT fnbox.tests=$(echo $TESTS | tr ' ' ',') ${FNBOX_VM_DEBUG:+fnbox.debug=$FNBOX_VM_DEBUG}" \
   -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" | tee "$log"
 qemu_status=${PIPESTATUS[0]}
 set -e

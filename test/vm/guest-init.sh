@@ -31,8 +31,8 @@ mount -t cgroup2 -o nsdelegate cgroup2 /root/sys/fs/cgroup || verdict mount-cgro
 echo "guest: kernel $(uname -r); cgroup2 controllers: $(cat /root/sys/fs/cgroup/cgroup.controllers)"
 
 if [ -n "$DEBUG" ]; then
-  # fnbox.debug=1: one launcher boot by hand, and the kernel's log.
-  RUN="I=\$(ls -d .fnbox/test-images/sha256-*/rootfs | head -1); mkdir -p /tmp/mp /tmp/sc; ./build/fnbox-launcher --lower \$I --upper-size 1048576 --root-mountpoint /tmp/mp --scratch-dir /tmp/sc --uid-map 0:100000:65536 --gid-map 0:100000:65536 --uid 1000 --gid 1000 -- /bin/true; dmesg | tail -5"
+  # fnbox.debug=<script>: run one script of the project instead of the tests.
+  RUN="echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control && mkdir /sys/fs/cgroup/fnbox-ci && echo \$\$ > /sys/fs/cgroup/fnbox-ci/cgroup.procs && \$(command -v node) $DEBUG; dmesg | tail -5"
 else
   # A delegated cgroup for the run, as systemd would give a service: the
   # gateway must respect the no-internal-processes rule inside it.
