@@ -25,8 +25,7 @@ mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /
 mount -t proc proc /root/proc
 mount -t sysfs sys /root/sys
 mount -t devtmpfs dev /root/dev
-mount -t tmpfs tmpfs /root/tmp
-mount -t tmpfs tmpfs /root/run
+# /tmp and /run stay on the overlay (writable already): the project itself may live under /tmp.
 mount -t cgroup2 -o nsdelegate cgroup2 /root/sys/fs/cgroup || verdict mount-cgroup2-failed
 echo "guest: kernel $(uname -r); cgroup2 controllers: $(cat /root/sys/fs/cgroup/cgroup.controllers)"
 
