@@ -159,12 +159,10 @@ export class FunctionPool implements Evictable {
         return Promise.resolve({ worker, cold: false });
       }
     }
-    const booted = this.workers.size + this.booting < this.config.maxConcurrency;
-    if (booted) this.boot(false).catch(() => {}); // failures reach the waiter
-    return new Promise<Worker>((resolve, reject) => this.waiters.push({ resolve, reject })).then((worker) => ({
-      worker,
-      cold: worker.calls === 0 && !this.prewarmed.has(worker),
-    }));
+    // Wait first, then boot: a boot that fails at once must find its waiter.
+    const waiting = new Promise<Worker>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    if (this.workers.size + this.booting < this.config.maxConcurrency) this.boot(false).catch(() => {});
+    return waiting.then((worker) => ({ worker, cold: worker.calls === 0 && !this.prewarmed.has(worker) }));
   }
 
   private release(worker: Worker): void {
