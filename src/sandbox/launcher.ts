@@ -252,8 +252,18 @@ export class Launcher {
       } else pending.events.push(event);
     });
     socket.on('close', () => {
-      if (this.pending.get(id) === pending) this.fail(id, new FnboxError('SandboxError', `sandbox ${id}: the monitor closed its control stream before the program started`));
       pending.events.close();
+      if (this.pending.get(id) !== pending) return;
+      if (!pending.started) {
+        this.fail(id, new FnboxError('SandboxError', `sandbox ${id}: the monitor closed its control stream before the program started`));
+        return;
+      }
+      // A program that ran and exited at once: its monitor is gone, but the
+      // channel and log connections it made before the start may still sit
+      // in the accept queue. Give them a moment before calling it a failure.
+      setTimeout(() => {
+        if (this.pending.get(id) === pending) this.fail(id, new FnboxError('SandboxError', `sandbox ${id}: the monitor's streams never arrived`));
+      }, 1000).unref();
     });
     socket.resume();
   }

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Runs the sandbox-core tests on a pure cgroup v2 kernel: Debian's kernel
-# under QEMU (software emulation: no nested virtualisation here), the host's
-# root shared read-only over 9p, a busybox initramfs made here. Prints the
+# Runs the sandbox-core tests on a kernel whose cgroups are pure v2 (or,
+# with `v1`, pure v1: no cgroup2 mount at all): Debian's kernel under QEMU
+# (software emulation: no nested virtualisation here), the host's root
+# shared read-only over 9p, a busybox initramfs made here. Prints the
 # guest's console; exits with the guest's test result.
-#   npm run test:cgroup-v2 [-- test files…]   (default: test/sandbox)
+#   bash test/vm/cgroup-vm.sh v2|v1 [test files…]   (default: test/sandbox)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${FNBOX_VM_DIR:-$ROOT/.fnbox/vm}
 TIMEOUT=${FNBOX_VM_TIMEOUT:-1500}
+MODE=${1:-v2}
+[ "$MODE" = v1 ] || [ "$MODE" = v2 ] || { echo "vm: mode must be v1 or v2, got $MODE"; exit 2; }
+shift || true
 TESTS=${*:-test/sandbox}
 
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
@@ -50,12 +54,12 @@ done
 cp "$ROOT/test/vm/guest-init.sh" "$initramfs/init" && chmod +x "$initramfs/init"
 (cd "$initramfs" && find . | cpio -o -H newc --quiet | gzip -1 > "$WORK/initramfs.cpio.gz")
 
-echo "vm: booting $pkg under TCG, running: $TESTS"
-log=$WORK/console.log
+echo "vm: booting $pkg under TCG with pure cgroup $MODE, running: $TESTS"
+log=$WORK/console-$MODE.log
 set +e
 timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 6144 -smp 2 -nographic -no-reboot \
   -kernel "$kernel_dir/boot/vmlinuz-$version" -initrd "$WORK/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 quiet fnbox.project=$ROOT fnbox.tests=$(echo $TESTS | tr ' ' ',') ${FNBOX_VM_DEBUG:+fnbox.debug=$FNBOX_VM_DEBUG}" \
+  -append "console=ttyS0 panic=-1 quiet fnbox.project=$ROOT fnbox.tests=$(echo $TESTS | tr ' ' ',') fnbox.cgroup=$MODE ${FNBOX_VM_DEBUG:+fnbox.debug=$FNBOX_VM_DEBUG}" \
   -virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" | tee "$log"
 qemu_status=${PIPESTATUS[0]}
 set -e
