@@ -4,8 +4,8 @@
 // sandbox and removes fnbox's own cgroups.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+import { DEFAULT_LAUNCHER } from '../paths.js';
 import { FnboxError } from '../errors.js';
 import { openCgroupDriver, type CgroupDriver } from './cgroup/index.js';
 import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
@@ -14,8 +14,7 @@ import { Sandbox } from './sandbox.js';
 import { buildSandboxSpec, type SandboxLimits } from './spec.js';
 import { writePolicyFile } from '../seccomp/index.js';
 
-export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', ...(import.meta.url.includes('/dist/') ? ['..'] : []));
-export const DEFAULT_LAUNCHER = join(PROJECT_ROOT, 'build', 'fnbox-launcher');
+export { DEFAULT_LAUNCHER, PROJECT_ROOT } from '../paths.js';
 
 export const DEFAULT_LIMITS: SandboxLimits = {
   memoryBytes: 128 * 1024 * 1024,

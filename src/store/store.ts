@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FnboxError } from '../errors.js';
 import { FUNCTION_NAME, manifestFromQuery, parseManifest, type Manifest } from './manifest.js';
-import { DEFAULT_UNPACK_LIMITS, unpackTarball, type UnpackLimits } from './unpack.js';
+import { DEFAULT_UNPACK_LIMITS, type UnpackLimits } from './unpack.js';
+import { unpackUnprivileged } from './unpack-process.js';
 
 export interface Deployment {
   /** sha256 of the uploaded tarball. */
@@ -140,7 +141,7 @@ export class FunctionStore {
       mkdirSync(staging);
       let newVersionDir: string | undefined;
       try {
-        const unpacked = await unpackTarball(body, join(staging, 'code'), this.limits);
+        const unpacked = await unpackUnprivileged(body, staging, this.limits);
         const manifest = parseManifest(unpacked.manifestText, overrides);
         const versionDir = this.codeLayer(name, unpacked.sha256);
         if (existsSync(versionDir)) rmSync(staging, { recursive: true, force: true });
