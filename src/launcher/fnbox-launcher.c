@@ -793,7 +793,19 @@ static void map_ids_and_attach(pid_t child) {
 
 /* ---------- 6. per-call root reset (DESIGN.md §2) ---------- */
 
-struct sandbox_handle { pid_t init; int mnt_ns_fd; int host_mnt_fd; struct layer layer; };
+struct sandbox_handle {
+  pid_t init; int mnt_ns_fd; int host_mnt_fd;
+  struct layer layer;
+  /* The next reset's layer, built while the program runs a call: a reset
+   * then only swaps (tmpfs + overlay creation is half of its cost). */
+  struct layer next; int has_next;
+};
+
+static void prepare_next_layer(struct sandbox_handle *sb) {
+  if (sb->has_next) return;
+  make_root_layer(&sb->next, EXIT_LAYER);
+  sb->has_next = 1;
+}
 
 static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer *fresh) {
   int saved = errno;
@@ -818,7 +830,10 @@ static int reset_root(struct sandbox_handle *sb) {
   struct layer fresh = { .tmpfs_fd = -1, .root_fd = -1 };
   char proc_root[64];
   STEP("reset_layer");
-  make_root_layer(&fresh, EXIT_LAYER);
+  if (sb->has_next) {
+    fresh = sb->next;
+    sb->has_next = 0;
+  } else make_root_layer(&fresh, EXIT_LAYER);
 
   if (sb->mnt_ns_fd < 0) {
     char path[64];
@@ -1022,6 +1037,7 @@ static int run_monitor(int argc, char **argv) {
        child, getpid(), sb.layer.tmpfs_fd, started, now_us() - started);
 
   STEP("monitor");
+  prepare_next_layer(&sb);
   int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
   if (pidfd < 0) die(EXIT_INIT, "pidfd_open");
   struct pollfd fds[2] = { { pidfd, POLLIN, 0 }, { cfg.control_fd, POLLIN, 0 } };
@@ -1042,7 +1058,11 @@ static int run_monitor(int argc, char **argv) {
       char *newline;
       while ((newline = memchr(command, '\n', command_len))) {
         *newline = 0;
-        if (strcmp(command, "reset") == 0) reset_root(&sb);
+        if (strcmp(command, "reset") == 0) {
+          reset_root(&sb);
+          /* Reply sent: build the one after while the sandbox works. */
+          prepare_next_layer(&sb);
+        }
         else emit("{\"event\":\"error\",\"phase\":0,\"step\":\"control\",\"errno\":22,\"message\":\"unknown command\"}");
         size_t rest = command_len - (size_t)(newline + 1 - command);
         memmove(command, newline + 1, rest);
