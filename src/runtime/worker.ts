@@ -182,6 +182,11 @@ export class Worker {
     });
   }
 
+  /** Resolves once the previous call's clean-up (stray kill, root reset) is done. */
+  whenIdle(): Promise<void> {
+    return this.settling;
+  }
+
   onGone(listener: (worker: Worker) => void): void {
     this.goneListeners.push(listener);
   }
