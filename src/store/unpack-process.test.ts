@@ -21,12 +21,15 @@ async function* slowly(buffer: Buffer): AsyncGenerator<Buffer> {
   }
 }
 
+/** Uids of this test process's own unpack workers (other test files may run theirs meanwhile). */
 function unpackerUids(): number[] {
   const uids: number[] = [];
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
       if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('unpack-worker.js')) continue;
-      uids.push(Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/^Uid:\s+(\d+)/m)![1]));
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      if (Number(status.match(/^PPid:\s+(\d+)/m)![1]) !== process.pid) continue;
+      uids.push(Number(status.match(/^Uid:\s+(\d+)/m)![1]));
     } catch {
       // gone
     }
@@ -40,9 +43,10 @@ describe('unpackUnprivileged', () => {
     const staging = join(dir, 'staging');
     await import('node:fs').then((fs) => fs.mkdirSync(staging, { mode: 0o700 }));
     const running = unpackUnprivileged(Readable.from(slowly(tar)), staging, DEFAULT_UNPACK_LIMITS);
+    // The worker loads its code as root, then drops before reading the upload.
     let seen: number[] = [];
-    for (let i = 0; i < 50 && seen.length === 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+    for (let i = 0; i < 100 && !seen.includes(UNPACK_UID); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
       seen = unpackerUids();
     }
     const result = await running;

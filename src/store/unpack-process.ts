@@ -1,8 +1,9 @@
 // Least privilege for uploads: the tarball is parsed and written by a
-// separate process running as an unprivileged uid (nobody), whose only
-// writable place of ours is the staging dir (its cwd, entered before the
-// uid drop; every parent is 0700 root). A bug in tar parsing then has
-// nobody's rights, not root's. The files are handed to root afterwards.
+// separate process that drops to an unprivileged uid (nobody) before it
+// reads a byte; its only writable place of ours is the staging dir (its
+// cwd, entered before the drop; every parent is 0700 root). A bug in tar
+// parsing then has nobody's rights, not root's. The files are handed to
+// root afterwards.
 import { spawn } from 'node:child_process';
 import { chownSync, lchownSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,10 +27,9 @@ function chownTree(dir: string, uid: number, gid: number): void {
 /** Unpacks `source` into `<staging>/code` from an unprivileged process. */
 export async function unpackUnprivileged(source: Readable, staging: string, limits: UnpackLimits): Promise<UnpackResult> {
   chownSync(staging, UNPACK_UID, UNPACK_UID);
-  const child = spawn(process.execPath, [UNPACK_WORKER, JSON.stringify(limits)], {
+  // Spawned as root: the project may live where only root can enter; the worker drops itself.
+  const child = spawn(process.execPath, [UNPACK_WORKER, JSON.stringify(limits), String(UNPACK_UID)], {
     cwd: staging,
-    uid: UNPACK_UID,
-    gid: UNPACK_UID,
     env: {},
     stdio: ['pipe', 'pipe', 'pipe'],
   });
