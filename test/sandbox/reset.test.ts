@@ -86,6 +86,23 @@ beforeAll(async () => {
 });
 afterAll(() => cleanup());
 
+/**
+ * The monitor builds the next layer just after it answers a reset, holding a
+ * few fds meanwhile; count once the number has stopped moving (and the
+ * monitor is asleep in its poll loop).
+ */
+async function settledFdCount(pid: number): Promise<number> {
+  let last = -1;
+  for (let i = 0; i < 100; i++) {
+    await sleep(20);
+    const count = readdirSync(`/proc/${pid}/fd`).length;
+    const sleeping = /^State:\s+S/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    if (count === last && sleeping) return count;
+    last = count;
+  }
+  throw new Error(`the monitor's fd count never settled (last ${last})`);
+}
+
 describe('resetRoot', () => {
   it('a long-lived process no longer sees what it wrote, keeps its PID, and the lowerdirs are untouched', async () => {
     const lowerBefore = [hashTree(codeLayer), hashTree(image('shell').rootfs)];
@@ -179,9 +196,9 @@ describe('resetRoot', () => {
     const sandbox = await host.boot({ layers: [image('shell').rootfs], argv: ['/bin/sleep', '30'] });
     try {
       await sandbox.resetRoot({ force: true });
-      const fds = readdirSync(`/proc/${sandbox.monitorPid}/fd`).length;
+      const fds = await settledFdCount(sandbox.monitorPid);
       for (let i = 0; i < 50; i++) await sandbox.resetRoot({ force: true });
-      expect(readdirSync(`/proc/${sandbox.monitorPid}/fd`).length).toBe(fds);
+      expect(await settledFdCount(sandbox.monitorPid)).toBe(fds);
     } finally {
       await sandbox.destroy();
     }
