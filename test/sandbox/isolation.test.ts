@@ -46,11 +46,14 @@ describe('inside a sandbox', () => {
 
   it('boots from layers whose paths are long, and its mount table names no host path', async () => {
     // fsconfig takes 256 bytes per value: layers go to overlay as /proc/self/fd/N.
-    const deep = join(tempDir('long-layer'), 'a-directory-name-that-is-rather-long-on-purpose'.repeat(3), 'b'.repeat(100));
+    const top = tempDir('long-layer');
+    const deep = join(top, 'a-directory-name-that-is-rather-long-on-purpose'.repeat(3), 'b'.repeat(100));
     mkdirSync(join(deep, 'code'), { recursive: true });
     writeFileSync(join(deep, 'code', 'hello.txt'), 'from a long path\n');
     expect(deep.length + image('shell').rootfs.length).toBeGreaterThan(256);
-    const { output, exit } = await sh(host, 'cat /code/hello.txt; cat /proc/self/mountinfo', { layers: [deep, image('shell').rootfs] });
+    const { output, exit } = await sh(host, 'cat /code/hello.txt; cat /proc/self/mountinfo', { layers: [deep, image('shell').rootfs] }).finally(() =>
+      rmSync(top, { recursive: true, force: true }),
+    );
     expect(exit.code).toBe(0);
     expect(output).toContain('from a long path');
     expect(output).not.toContain(deep.slice(0, 20));

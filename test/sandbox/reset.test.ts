@@ -1,6 +1,6 @@
 // A fresh root per call on a warm process (DESIGN.md §2).
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -84,7 +84,10 @@ beforeAll(async () => {
   writeFileSync(join(codeLayer, 'code', 'data.txt'), 'original\n');
   chmodSync(join(codeLayer, 'code', 'data.txt'), 0o666);
 });
-afterAll(() => cleanup());
+afterAll(async () => {
+  await cleanup();
+  rmSync(codeLayer, { recursive: true, force: true });
+});
 
 /**
  * The monitor builds the next layer just after it answers a reset, holding a
