@@ -5,7 +5,7 @@
 // Framing on fd 3: u32 BE header length, u32 BE body length, JSON header, body.
 import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { failInit, send, serve } from '/opt/fnbox/runtime/channel.mjs';
+import { failInit, outputBudget, send, serve } from '/opt/fnbox/runtime/channel.mjs';
 
 const CODE_DIR = process.env.FNBOX_CODE_DIR || '/code';
 const HANDLER = process.env.FNBOX_HANDLER || 'run.sh';
@@ -23,17 +23,10 @@ function checkExecutable() {
 }
 
 function collect(stream, limit) {
-  const state = { chunks: [], bytes: 0, dropped: 0 };
+  const state = { chunks: [], budget: outputBudget(limit) };
   stream.on('data', (chunk) => {
-    const room = limit - state.bytes;
-    if (room <= 0) {
-      state.dropped += chunk.length;
-      return;
-    }
-    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
-    state.chunks.push(kept);
-    state.bytes += kept.length;
-    state.dropped += chunk.length - kept.length;
+    const kept = state.budget.take(chunk);
+    if (kept.length) state.chunks.push(kept);
   });
   return state;
 }
@@ -73,7 +66,7 @@ function run(header, body) {
       if (finished) return;
       finished = true;
       const logs = Buffer.concat(stderr.chunks);
-      if (logs.length) send({ k: 'log', id: header.id, stream: 'stderr', truncated: stderr.dropped || undefined }, logs);
+      if (logs.length) send({ k: 'log', id: header.id, stream: 'stderr', truncated: stderr.budget.dropped || undefined }, logs);
       const output = Buffer.concat(stdout.chunks);
       if (code !== 0) {
         const tail = logs.toString('utf8').trim().split('\n').slice(-5).join('\n');

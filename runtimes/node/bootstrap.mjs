@@ -9,7 +9,7 @@
 //                    or a function (event, context)
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { failInit, send, serve } from './channel.mjs';
+import { failInit, outputBudget, send, serve } from './channel.mjs';
 
 const CODE_DIR = process.env.FNBOX_CODE_DIR || '/code';
 const HANDLER = process.env.FNBOX_HANDLER || 'index';
@@ -34,13 +34,8 @@ function captureStream(name) {
     const call = currentCall;
     if (!call) return realWrite[name](chunk, encoding, callback);
     const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk), typeof encoding === 'string' ? encoding : 'utf8');
-    const room = MAX_LOG - call.logBytes;
-    if (room > 0) {
-      const kept = bytes.length > room ? bytes.subarray(0, room) : bytes;
-      call.logBytes += kept.length;
-      send({ k: 'log', id: call.id, stream: name }, kept);
-    }
-    if (bytes.length > Math.max(room, 0)) call.droppedLog += bytes.length - Math.max(room, 0);
+    const kept = call.log.take(bytes);
+    if (kept.length) send({ k: 'log', id: call.id, stream: name }, kept);
     if (typeof callback === 'function') callback();
     return true;
   };
@@ -140,22 +135,24 @@ async function runWorkers(module, header, body) {
 
 async function handle(loaded, header, body) {
   if (header.reset) process.chdir(CODE_DIR);
-  const call = { id: header.id, logBytes: 0, droppedLog: 0 };
+  const call = { id: header.id, log: outputBudget(MAX_LOG) };
   currentCall = call;
   let result;
+  let failure;
   try {
     result = loaded.style === 'workers'
       ? await runWorkers(loaded.module, header, body)
       : lambdaResult(await loaded.fn(lambdaEvent(header, body), context(header)));
   } catch (error) {
+    failure = error instanceof Error ? error : new Error(String(error));
+  } finally {
     currentCall = null;
-    if (call.droppedLog) send({ k: 'log', id: call.id, stream: 'stderr', truncated: call.droppedLog }, Buffer.alloc(0));
-    const err = error instanceof Error ? error : new Error(String(error));
-    send({ k: 'error', id: header.id, type: 'Unhandled', name: err.name, message: err.message, stack: err.stack });
+    if (call.log.dropped) send({ k: 'log', id: call.id, stream: 'stderr', truncated: call.log.dropped }, Buffer.alloc(0));
+  }
+  if (failure) {
+    send({ k: 'error', id: header.id, type: 'Unhandled', name: failure.name, message: failure.message, stack: failure.stack });
     return;
   }
-  currentCall = null;
-  if (call.droppedLog) send({ k: 'log', id: call.id, stream: 'stderr', truncated: call.droppedLog }, Buffer.alloc(0));
   if (result.body.length > MAX_RESPONSE) {
     send({ k: 'error', id: header.id, type: 'Unhandled', name: 'ResponseTooLarge', message: `the response body of ${result.body.length} bytes exceeds the limit of ${MAX_RESPONSE}` });
     return;

@@ -53,6 +53,23 @@ export function serve(handle) {
   channel.on('error', () => process.exit(0));
 }
 
+/**
+ * A per-call cap on captured output: take(chunk) returns the part that still
+ * fits and counts the rest as dropped (reported as a truncation marker).
+ */
+export function outputBudget(limit) {
+  return {
+    bytes: 0,
+    dropped: 0,
+    take(chunk) {
+      const kept = chunk.subarray(0, Math.max(limit - this.bytes, 0));
+      this.bytes += kept.length;
+      this.dropped += chunk.length - kept.length;
+      return kept;
+    },
+  };
+}
+
 /** Reports a function that cannot load, then exits. */
 export function failInit(error) {
   send({ k: 'init_error', message: error?.message ?? String(error), stack: error?.stack });

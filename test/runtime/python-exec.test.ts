@@ -105,6 +105,13 @@ describe('exec', () => {
     expect(worker.state).not.toBe('dead');
   });
 
+  it('caps the executable\'s stderr with a visible truncation marker', async () => {
+    const result = await worker.invoke(request('/?log-flood', ''));
+    expect(result.logs.length).toBeLessThan(70 * 1024);
+    expect(result.logs).toMatch(/^a line of log/);
+    expect(result.logs).toMatch(/\[fnbox: log truncated, \d+ bytes dropped\]/);
+  });
+
   it('a missing executable is InitError', async () => {
     await expect(startWorker(host, 'exec', 'exec', 'nope.sh')).rejects.toMatchObject({ code: 'InitError', message: expect.stringContaining('nope.sh not found') });
   });
