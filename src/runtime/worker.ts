@@ -73,6 +73,7 @@ interface ActiveCall {
   id: string;
   logs: Buffer[];
   logBytes: number;
+  /** Bytes of log dropped past the cap, here or already in the runtime. */
   droppedLog: number;
   settle: (outcome: { frame?: Frame<RuntimeHeader>; error?: FnboxError }) => void;
 }
@@ -84,7 +85,8 @@ export class Worker {
   calls = 0;
   lastUsedAt = Date.now();
   readonly startedAt = Date.now();
-  readonly bootMs: number;
+  /** From boot to ready, including the first root reset; set once by start(). */
+  bootMs = 0;
   private active?: ActiveCall;
   private settling: Promise<void> = Promise.resolve();
   private rootWasReset = false;
@@ -93,8 +95,7 @@ export class Worker {
   private onFrame?: (frame: Frame<RuntimeHeader>) => void;
   private readonly goneListeners: Array<(worker: Worker) => void> = [];
 
-  private constructor(readonly sandbox: Sandbox, readonly config: WorkerConfig, bootMs: number) {
-    this.bootMs = bootMs;
+  private constructor(readonly sandbox: Sandbox, readonly config: WorkerConfig) {
     this.decoder = new FrameDecoder(config.maxResponseBytes + config.maxLogBytes);
     const channel = sandbox.channel!;
     channel.on('data', (chunk: Buffer) => this.receive(chunk));
@@ -134,7 +135,7 @@ export class Worker {
       channel: true,
       captureLogs: true,
     });
-    const worker = new Worker(sandbox, config, 0);
+    const worker = new Worker(sandbox, config);
     try {
       await worker.waitReady();
       // Start calls on a fresh layer: the boot layer stays pinned by the
@@ -145,7 +146,7 @@ export class Worker {
       await sandbox.destroy();
       throw error;
     }
-    (worker as { bootMs: number }).bootMs = performance.now() - started;
+    worker.bootMs = performance.now() - started;
     worker.state = 'idle';
     return worker;
   }
@@ -260,13 +261,8 @@ export class Worker {
   }
 
   private appendLog(call: ActiveCall, chunk: Buffer): void {
-    const room = this.config.maxLogBytes - call.logBytes;
-    if (room <= 0) {
-      call.droppedLog += chunk.length;
-      return;
-    }
-    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
-    call.logs.push(kept);
+    const kept = chunk.subarray(0, Math.max(this.config.maxLogBytes - call.logBytes, 0));
+    if (kept.length) call.logs.push(kept);
     call.logBytes += kept.length;
     call.droppedLog += chunk.length - kept.length;
   }

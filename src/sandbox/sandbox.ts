@@ -29,6 +29,18 @@ const EMPTY_TMPFS_DIR_SIZE = 40;
 
 export const NAMESPACES = ['user', 'pid', 'mnt', 'net', 'ipc', 'uts', 'cgroup'] as const;
 
+/** SIGKILLs `pids`, then waits (up to ~200 ms) until `anyLeft()` says none is left. */
+async function killAndAwait(pids: number[], anyLeft: () => boolean): Promise<void> {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // exited meanwhile
+    }
+  }
+  for (let i = 0; i < 200 && anyLeft(); i++) await sleep(1);
+}
+
 interface SandboxDeps {
   cgroups: CgroupDriver;
   ids: IdRanges;
@@ -163,19 +175,15 @@ export class Sandbox {
     } catch {
       return;
     }
-    const stale: number[] = [];
-    for (const pid of this.meter.processes()) {
+    const stale = this.meter.processes().filter((pid) => {
       try {
-        if (statSync(`/proc/${pid}/root`).dev !== expected) {
-          process.kill(pid, 'SIGKILL');
-          stale.push(pid);
-        }
+        return statSync(`/proc/${pid}/root`).dev !== expected;
       } catch {
-        // exited meanwhile
+        return false; // exited meanwhile
       }
-    }
+    });
     // Gone once its root no longer resolves (a zombie has none).
-    for (let i = 0; i < 200 && stale.some((pid) => existsSync(`/proc/${pid}/root`)); i++) await sleep(1);
+    await killAndAwait(stale, () => stale.some((pid) => existsSync(`/proc/${pid}/root`)));
   }
 
   usage(): CgroupUsage {
@@ -213,14 +221,7 @@ export class Sandbox {
   async killStrays(): Promise<number> {
     const strays = this.strays();
     if (strays.length === 0) return 0;
-    for (const pid of strays) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // exited meanwhile
-      }
-    }
-    for (let i = 0; i < 200 && this.strays().some((pid) => strays.includes(pid)); i++) await sleep(1);
+    await killAndAwait(strays, () => this.strays().some((pid) => strays.includes(pid)));
     return strays.length;
   }
 
