@@ -37,6 +37,11 @@ type Env = { Bindings: HttpBindings };
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'content-length', 'host']);
 const LOG_TAIL_BYTES = 4096;
 
+/** The x-fnbox-logs header: the last 4 KiB of a call's logs, base64 (as Lambda's LogResult). */
+function logTail(logs: string): string {
+  return Buffer.from(logs).subarray(-LOG_TAIL_BYTES).toString('base64');
+}
+
 function forwardedHeaders(c: Context<Env>, authEnabled: boolean): Pairs {
   const headers: Pairs = [];
   for (const [key, value] of Object.entries(c.env.incoming.headers)) {
@@ -132,20 +137,17 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   app.get('/functions', admin, (c) => c.json({ functions: deps.store.list().map((fn) => describeFunction(fn, deps.dispatcher.poolIfAny(fn.name))) }));
 
   app.get('/functions/:name', admin, (c) => {
-    const fn = deps.store.get(c.req.param('name'));
-    if (!fn) throw new FnboxError('FunctionNotFound', `no function named "${c.req.param('name')}"`);
+    const fn = deps.store.require(c.req.param('name'));
     return c.json(describeFunction(fn, deps.dispatcher.poolIfAny(fn.name)));
   });
 
   app.get('/functions/:name/logs', admin, (c) => {
-    const name = c.req.param('name');
-    if (!deps.store.get(name)) throw new FnboxError('FunctionNotFound', `no function named "${name}"`);
+    const { name } = deps.store.require(c.req.param('name'));
     return c.json({ name, calls: deps.dispatcher.poolIfAny(name)?.recent ?? [] });
   });
 
   app.delete('/functions/:name', admin, async (c) => {
-    const name = c.req.param('name');
-    if (!deps.store.get(name)) throw new FnboxError('FunctionNotFound', `no function named "${name}"`);
+    const { name } = deps.store.require(c.req.param('name'));
     await deps.dispatcher.remove(name);
     await deps.store.delete(name);
     return c.json({ deleted: name });
@@ -173,14 +175,14 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       headers.set('x-fnbox-cpu-ms', result.receipt.cpuMs.toFixed(3));
       headers.set('x-fnbox-memory-peak-bytes', String(result.receipt.memoryPeakBytes));
       headers.set('x-fnbox-queue-ms', result.queueMs.toFixed(3));
-      if (wantLogs) headers.set('x-fnbox-logs', Buffer.from(result.logs).subarray(-LOG_TAIL_BYTES).toString('base64'));
+      if (wantLogs) headers.set('x-fnbox-logs', logTail(result.logs));
       const status = result.status >= 200 && result.status <= 599 ? result.status : 502;
       const nullBody = status === 204 || status === 304 || c.req.method === 'HEAD';
       return new Response(nullBody ? null : (result.body as unknown as BodyInit), { status, headers });
     } catch (error) {
       if (error instanceof FnboxError) {
         error.details.invocationId = id;
-        if (wantLogs && typeof error.details.logs === 'string') c.header('x-fnbox-logs', Buffer.from(error.details.logs).subarray(-LOG_TAIL_BYTES).toString('base64'));
+        if (wantLogs && typeof error.details.logs === 'string') c.header('x-fnbox-logs', logTail(error.details.logs));
       }
       return errorResponse(c, error, deps.log);
     }

@@ -86,8 +86,7 @@ export class Dispatcher {
 
   /** The pool serving a function's active revision (made on first use). */
   pool(name: string): FunctionPool {
-    const fn = this.store.get(name);
-    if (!fn) throw new FnboxError('FunctionNotFound', `no function named "${name}"`);
+    const fn = this.store.require(name);
     const current = this.pools.get(name);
     if (current?.config.revision === fn.active.revision) return current;
     if (current) this.retire(current);

@@ -95,6 +95,13 @@ export class FunctionStore {
     return readdirSync(this.root).sort().map((name) => this.get(name)).filter((fn): fn is StoredFunction => fn !== undefined);
   }
 
+  /** Like get(), but a missing function is FunctionNotFound. */
+  require(name: string): StoredFunction {
+    const fn = this.get(name);
+    if (!fn) throw new FnboxError('FunctionNotFound', `no function named "${name}"`);
+    return fn;
+  }
+
   get(name: string): StoredFunction | undefined {
     const cached = this.cache.get(name);
     if (cached !== undefined) return cached ?? undefined;
