@@ -64,10 +64,6 @@ export class FnboxError extends Error {
   }
 }
 
-export function isFnboxError(error: unknown, code?: ErrorCode): error is FnboxError {
-  return error instanceof FnboxError && (code === undefined || error.code === code);
-}
-
 /** Wraps anything thrown into a FnboxError, keeping typed ones as they are. */
 export function asFnboxError(error: unknown, fallback: ErrorCode = 'Internal'): FnboxError {
   if (error instanceof FnboxError) return error;

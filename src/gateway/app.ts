@@ -11,6 +11,7 @@ import type { FunctionPool } from '../pool/pool.js';
 import type { Pairs } from '../runtime/protocol.js';
 import type { Worker } from '../runtime/worker.js';
 import type { SandboxHost } from '../sandbox/index.js';
+import { PROGRAM_GID, PROGRAM_UID } from '../sandbox/spec.js';
 import type { FunctionStore, StoredFunction } from '../store/store.js';
 import { requireToken } from './auth.js';
 import { guardIdle, readBody } from './body.js';
@@ -84,7 +85,7 @@ function describeSandbox(pool: FunctionPool, worker: Worker): Record<string, unk
     pid: sandbox.pid,
     initPid: sandbox.initPid,
     monitorPid: sandbox.monitorPid,
-    hostUid: sandbox.hostIdBase + 1000,
+    hostUid: sandbox.hostIdBase + PROGRAM_UID,
     namespaces: sandbox.namespaces(),
     cgroup: sandbox.cgroup.primaryDir,
     cgroupDirs: sandbox.cgroup.dirs,
@@ -94,7 +95,7 @@ function describeSandbox(pool: FunctionPool, worker: Worker): Record<string, unk
     pids: usage?.pidsCurrent,
     upperDir: sandbox.upperDir,
     limits: { memoryMb: pool.config.worker.memoryMb, cpus: pool.config.worker.cpus, pidsMax: pool.config.worker.pidsMax, tmpMb: pool.config.worker.tmpMb },
-    enter: `nsenter --target ${sandbox.initPid} --all --setuid 1000 --setgid 1000 /bin/sh`,
+    enter: `nsenter --target ${sandbox.initPid} --all --setuid ${PROGRAM_UID} --setgid ${PROGRAM_GID} /bin/sh`,
   };
 }
 

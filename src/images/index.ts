@@ -1,1 +1,1 @@
-export { ImageStore, SANDBOX_GID, SANDBOX_UID, type Image, type ImageStoreOptions } from './store.js';
+export { ImageStore, type Image, type ImageStoreOptions } from './store.js';

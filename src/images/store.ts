@@ -12,6 +12,7 @@ import {
 } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { FnboxError } from '../errors.js';
+import { PROGRAM_GID, PROGRAM_UID } from '../sandbox/spec.js';
 import { libraryClosure } from './closure.js';
 import { resolveDefinition, type ResolvedDefinition } from './definition.js';
 import { locateInterpreter, type InterpreterLayout } from './interpreters.js';
@@ -20,8 +21,6 @@ import { locateInterpreter, type InterpreterLayout } from './interpreters.js';
 const FORMAT = 3;
 const SYSTEM_PATH = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 const MIRRORED_TOP_LINKS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
-export const SANDBOX_UID = 1000;
-export const SANDBOX_GID = 1000;
 
 export interface Image {
   id: string;
@@ -207,8 +206,8 @@ function writeSkeleton(rootfs: string): void {
   mkdirSync(join(rootfs, 'tmp'));
   chmodSync(join(rootfs, 'tmp'), 0o1777);
   const etc = (name: string, text: string): void => writeFileSync(join(rootfs, 'etc', name), text);
-  etc('passwd', `root:x:0:0:root:/tmp:/bin/sh\nsandbox:x:${SANDBOX_UID}:${SANDBOX_GID}:fnbox sandbox:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n`);
-  etc('group', `root:x:0:\nsandbox:x:${SANDBOX_GID}:\nnogroup:x:65534:\n`);
+  etc('passwd', `root:x:0:0:root:/tmp:/bin/sh\nsandbox:x:${PROGRAM_UID}:${PROGRAM_GID}:fnbox sandbox:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n`);
+  etc('group', `root:x:0:\nsandbox:x:${PROGRAM_GID}:\nnogroup:x:65534:\n`);
   etc('hosts', '127.0.0.1\tlocalhost\n::1\tlocalhost\n');
   etc('nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files\n');
   etc('resolv.conf', '# no network: sandboxes have only a loopback interface\n');

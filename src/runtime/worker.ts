@@ -7,7 +7,7 @@ import { FnboxError } from '../errors.js';
 import type { ImageStore } from '../images/index.js';
 import type { Sandbox, SandboxHost } from '../sandbox/index.js';
 import { RUNTIMES, type RuntimeKind } from './kinds.js';
-import { encodeFrame, FrameDecoder, FrameTooLargeError, type Frame, type Pairs, type RuntimeHeader } from './protocol.js';
+import { encodeFrame, FrameDecoder, FrameTooLargeError, type Frame, type InvokeHeader, type Pairs, type RuntimeHeader } from './protocol.js';
 
 export interface WorkerConfig {
   functionName: string;
@@ -211,8 +211,8 @@ export class Worker {
     const timer = setTimeout(() => call.settle({ error: new FnboxError('Timeout', `the call did not finish within ${timeoutMs} ms`, { details: { timeoutMs } }) }), timeoutMs);
     const onAbort = (): void => call.settle({ error: new FnboxError('Unavailable', 'the call was cancelled by the caller') });
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    const parts = encodeFrame({ k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers, reset: this.rootWasReset || undefined }, request.body);
-    for (const part of parts) this.sandbox.channel!.write(part);
+    const invocation: InvokeHeader = { k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers, reset: this.rootWasReset || undefined };
+    for (const part of encodeFrame(invocation, request.body)) this.sandbox.channel!.write(part);
     this.rootWasReset = false;
     const { frame, error } = await outcome;
     clearTimeout(timer);

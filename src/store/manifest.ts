@@ -45,7 +45,6 @@ export const ManifestSchema = z.strictObject({
   idleTtlSec: int('idleTtlSec', 1, 86_400, 300),
 });
 
-export type ManifestInput = z.input<typeof ManifestSchema>;
 export type Manifest = z.output<typeof ManifestSchema> & { handler: string };
 
 const FIELDS = Object.keys(ManifestSchema.shape);
