@@ -1,6 +1,6 @@
 // One live sandbox: boot, per-call root reset, stats, kill, destroy. Knows
 // nothing about functions or HTTP; the runtime layer builds on it.
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
 import type { CallMeter, CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
@@ -57,6 +57,7 @@ export class Sandbox {
   readonly exited: Promise<ExitInfo>;
   private exitInfo?: ExitInfo;
   private upperFd: number;
+  private upperDirFd?: number;
   private killedByUs = false;
   private destroying?: Promise<void>;
   private monitorGone: Promise<void>;
@@ -136,11 +137,19 @@ export class Sandbox {
    */
   isDirty(): boolean {
     try {
-      if (statSync(this.upperDir).size === EMPTY_TMPFS_DIR_SIZE) return false;
+      // Held open per layer: an fstat is cheaper than a walk through /proc/PID/fd on every call.
+      this.upperDirFd ??= openSync(this.upperDir, constants.O_RDONLY | constants.O_DIRECTORY);
+      if (fstatSync(this.upperDirFd).size === EMPTY_TMPFS_DIR_SIZE) return false;
       return readdirSync(this.upperDir).length > 0;
     } catch {
       return true;
     }
+  }
+
+  private closeUpperDir(): void {
+    if (this.upperDirFd === undefined) return;
+    closeSync(this.upperDirFd);
+    this.upperDirFd = undefined;
   }
 
   /**
@@ -158,6 +167,7 @@ export class Sandbox {
       throw new FnboxError('SandboxError', `sandbox ${this.id}: root reset failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
     }
     this.upperFd = event.upper_fd;
+    this.closeUpperDir();
     await this.killStaleRoots();
     return { skipped: false, us: event.us };
   }
@@ -281,6 +291,7 @@ export class Sandbox {
     // kernel has reaped it: wait until neither it nor the init is listed.
     for (let i = 0; i < 1000 && (existsSync(`/proc/${this.monitorPid}`) || existsSync(`/proc/${this.initPid}`)); i++) await sleep(1);
     this.callMeter?.close();
+    this.closeUpperDir();
     await this.deps.cgroups.destroy(this.cgroup);
     this.deps.ids.release(this.hostIdBase);
     this.deps.onGone(this);

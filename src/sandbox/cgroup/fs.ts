@@ -30,9 +30,17 @@ export const realCgroupFs: CgroupFs = {
   listDirs: (path) => readdirSync(path, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name),
   open(path, mode) {
     const fd = openSync(path, mode === 'rw' ? 'r+' : 'r');
-    const buffer = Buffer.alloc(8192);
+    let buffer = Buffer.alloc(4096);
     return {
-      read: () => buffer.toString('utf8', 0, readSync(fd, buffer, 0, buffer.length, 0)),
+      read: () => {
+        let length = readSync(fd, buffer, 0, buffer.length, 0);
+        // A long cgroup.procs: grow and read again from the start (one consistent walk).
+        while (length === buffer.length) {
+          buffer = Buffer.alloc(buffer.length * 2);
+          length = readSync(fd, buffer, 0, buffer.length, 0);
+        }
+        return buffer.toString('utf8', 0, length);
+      },
       write: (value) => void writeSync(fd, value),
       close: () => closeSync(fd),
     };

@@ -104,6 +104,9 @@ export class V1CgroupDriver implements CgroupDriver {
     const cpu = cpuacct ? this.fs.open(join(cpuacct, 'cpuacct.usage'), 'r') : undefined;
     // Writing to max_usage_in_bytes resets it to the current usage.
     const peak = this.fs.open(join(memory, 'memory.max_usage_in_bytes'), 'rw');
+    // v1 caches a pid list per open file, so its cgroup.procs is opened afresh each time;
+    // the unified (v2) directory of a hybrid host restarts its walk on each read, so it stays open.
+    const procs = cgroup.cloneInto ? this.fs.open(join(cgroup.cloneInto, 'cgroup.procs'), 'r') : undefined;
     const cpuUs = (): number => (cpu ? Math.round(Number(cpu.read()) / 1000) : 0);
     return {
       begin: () => {
@@ -111,10 +114,9 @@ export class V1CgroupDriver implements CgroupDriver {
         return cpuUs();
       },
       end: () => ({ cpuUsageUs: cpuUs(), memoryPeakBytes: Number(peak.read()) }),
-      // Opened afresh each time: v1 caches a pid list per open file.
-      processes: () => parsePids(this.fs.read(join(memory, 'cgroup.procs'))),
+      processes: () => parsePids(procs ? procs.read() : this.fs.read(join(memory, 'cgroup.procs'))),
       close: () => {
-        for (const file of [cpu, peak]) file?.close();
+        for (const file of [cpu, peak, procs]) file?.close();
       },
     };
   }

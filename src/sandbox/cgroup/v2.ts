@@ -97,6 +97,8 @@ export class V2CgroupDriver implements CgroupDriver {
     const cpu = this.fs.open(join(dir, 'cpu.stat'), 'r');
     // Since 6.12 a write to memory.peak resets the peak for that open file only.
     const peak = this.fs.open(join(dir, 'memory.peak'), 'rw');
+    // A v2 cgroup.procs restarts its walk on every read from offset 0: one open file serves every call.
+    const procs = this.fs.open(join(dir, 'cgroup.procs'), 'r');
     const cpuUs = (): number => parseFlatKeyed(cpu.read()).get('usage_usec') ?? 0;
     return {
       begin: () => {
@@ -108,10 +110,9 @@ export class V2CgroupDriver implements CgroupDriver {
         return cpuUs();
       },
       end: () => ({ cpuUsageUs: cpuUs(), memoryPeakBytes: Number(peak.read()) }),
-      // Opened afresh each time: v1 caches a pid list per open file.
-      processes: () => parsePids(this.fs.read(join(dir, 'cgroup.procs'))),
+      processes: () => parsePids(procs.read()),
       close: () => {
-        for (const file of [cpu, peak]) file.close();
+        for (const file of [cpu, peak, procs]) file.close();
       },
     };
   }
