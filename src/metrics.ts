@@ -14,7 +14,9 @@ export class Metrics {
     buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
   });
   readonly coldStarts = new Counter({ name: 'fnbox_cold_starts_total', help: 'Calls that waited for a sandbox to boot', labelNames: ['function'], registers: [this.registry] });
-  readonly sandboxes = new Gauge({ name: 'fnbox_sandboxes', help: 'Live sandboxes by function and state (idle, busy, booting)', labelNames: ['function', 'state'], registers: [this.registry] });
+  // Counted when scraped, not set on every call: the hot path stays free of it.
+  readonly sandboxes: Gauge = new Gauge({ name: 'fnbox_sandboxes', help: 'Live sandboxes by function and state (idle, busy, booting)', labelNames: ['function', 'state'], registers: [this.registry], collect: () => this.countSandboxes() });
+  private sandboxSource?: () => Iterable<SandboxCount>;
   readonly boots = new Counter({ name: 'fnbox_sandbox_boots_total', help: 'Sandboxes booted, by function and result', labelNames: ['function', 'result'], registers: [this.registry] });
   readonly evictions = new Counter({ name: 'fnbox_evictions_total', help: 'Idle sandboxes destroyed to make room for another function', labelNames: ['function'], registers: [this.registry] });
   readonly oomKills = new Counter({ name: 'fnbox_oom_kills_total', help: 'Calls ended by the OOM killer', labelNames: ['function'], registers: [this.registry] });
@@ -25,4 +27,35 @@ export class Metrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'fnbox_gateway_' });
   }
+
+  /** Where fnbox_sandboxes comes from (the dispatcher's pools), read at scrape time. */
+  countSandboxesWith(source: () => Iterable<SandboxCount>): void {
+    this.sandboxSource = source;
+  }
+
+  private countSandboxes(): void {
+    this.sandboxes.reset();
+    const totals = new Map<string, Record<SandboxState, number>>();
+    for (const { functionName, idle, busy, booting } of this.sandboxSource?.() ?? []) {
+      const sum = totals.get(functionName) ?? { idle: 0, busy: 0, booting: 0 };
+      sum.idle += idle;
+      sum.busy += busy;
+      sum.booting += booting;
+      totals.set(functionName, sum);
+    }
+    for (const [fn, counts] of totals) {
+      for (const state of SANDBOX_STATES) this.sandboxes.set({ function: fn, state }, counts[state]);
+    }
+  }
+}
+
+const SANDBOX_STATES = ['idle', 'busy', 'booting'] as const;
+type SandboxState = (typeof SANDBOX_STATES)[number];
+
+/** One pool's sandboxes (several pools of one function while a revision drains). */
+export interface SandboxCount {
+  functionName: string;
+  idle: number;
+  busy: number;
+  booting: number;
 }

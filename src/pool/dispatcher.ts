@@ -6,7 +6,7 @@ import { FnboxError } from '../errors.js';
 import type { ImageStore } from '../images/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { DEFAULT_WORKER_LIMITS, Worker, type InvokeRequest, type WorkerConfig } from '../runtime/worker.js';
+import { DEFAULT_WORKER_LIMITS, Worker, type CancelSignal, type InvokeRequest, type WorkerConfig } from '../runtime/worker.js';
 import type { SandboxHost } from '../sandbox/index.js';
 import type { Deployment, FunctionStore, StoredFunction } from '../store/store.js';
 import { Capacity } from './capacity.js';
@@ -43,6 +43,10 @@ export class Dispatcher {
     };
     this.capacity = new Capacity(this.options.capacityBytes, (used) => metrics.capacityBytes.set({ kind: 'used' }, used));
     metrics.capacityBytes.set({ kind: 'limit' }, this.options.capacityBytes);
+    metrics.countSandboxesWith(() => this.allPools().map((pool) => {
+      const { idle, busy, booting } = pool.stats;
+      return { functionName: pool.config.functionName, idle, busy, booting };
+    }));
   }
 
   get limits(): Required<DispatcherOptions> {
@@ -134,7 +138,7 @@ export class Dispatcher {
     void pool.drain().finally(() => this.draining.delete(pool));
   }
 
-  async invoke(name: string, request: InvokeRequest, options: { id?: string; signal?: AbortSignal } = {}): Promise<CallResult> {
+  async invoke(name: string, request: InvokeRequest, options: { id?: string; signal?: CancelSignal } = {}): Promise<CallResult> {
     const pool = this.pool(name);
     const started = performance.now();
     try {

@@ -8,8 +8,9 @@ import type { ImageStore } from '../images/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { SandboxHost } from '../sandbox/index.js';
-import { Worker, type InvokeRequest, type InvokeResult, type WorkerConfig } from '../runtime/worker.js';
+import { Worker, type CancelSignal, type InvokeRequest, type InvokeResult, type WorkerConfig } from '../runtime/worker.js';
 import type { Capacity, Evictable } from './capacity.js';
+import { WaitBudget } from './wait-budget.js';
 
 export interface PoolConfig {
   functionName: string;
@@ -59,6 +60,7 @@ export class FunctionPool implements Evictable {
   private readonly reserved = new WeakSet<Worker>();
   private readonly waiters: Waiter[] = [];
   private readonly queue: PQueue;
+  private readonly waitBudget: WaitBudget;
   private booting = 0;
   private draining = false;
   private readonly reaper: NodeJS.Timeout;
@@ -67,6 +69,7 @@ export class FunctionPool implements Evictable {
 
   constructor(readonly config: PoolConfig, private readonly deps: PoolDeps) {
     this.queue = new PQueue({ concurrency: config.maxConcurrency });
+    this.waitBudget = new WaitBudget(config.queueWaitMs);
     deps.capacity.join(this);
     this.reaper = setInterval(() => this.scaleDown(), 1000);
     this.reaper.unref();
@@ -102,7 +105,7 @@ export class FunctionPool implements Evictable {
     this.hand(worker);
   }
 
-  async invoke(request: InvokeRequest, options: { id?: string; signal?: AbortSignal } = {}): Promise<CallResult> {
+  async invoke(request: InvokeRequest, options: { id?: string; signal?: CancelSignal } = {}): Promise<CallResult> {
     const fn = this.config.functionName;
     if (this.draining) throw new FnboxError('Unavailable', `${fn} is being replaced; retry`, { details: { retryAfterSec: 1 } });
     if (this.queue.pending >= this.config.maxConcurrency && this.queue.size >= this.config.queueMax) {
@@ -110,38 +113,37 @@ export class FunctionPool implements Evictable {
       throw new FnboxError('Throttled', `${fn} has ${this.config.maxConcurrency} calls running and ${this.queue.size} waiting (queueMax ${this.config.queueMax})`, { details: { retryAfterSec: 1 } });
     }
     const enqueued = performance.now();
-    // A wait budget only when the call may have to wait: the common warm path allocates no timer.
-    const mayWait = this.queue.pending >= this.config.maxConcurrency;
-    const budget = mayWait ? new AbortController() : undefined;
-    const timer = budget ? setTimeout(() => budget.abort(), this.config.queueWaitMs) : undefined;
-    try {
-      return await this.queue.add(async () => {
-        if (timer) clearTimeout(timer);
-        const queueMs = performance.now() - enqueued;
-        this.deps.metrics.queueWait.observe({ function: fn }, queueMs / 1000);
-        const { worker, cold } = await this.acquire();
-        try {
-          const result = await worker.invoke(request, { id: options.id, signal: options.signal });
-          this.record(result.id, 'ok', result.receipt.wallMs, cold, result.logs);
-          return { ...result, coldStart: cold, queueMs };
-        } catch (error) {
-          const typed = error as FnboxError;
-          this.record(options.id ?? '', typed.code ?? 'error', performance.now() - enqueued - queueMs, cold, String(typed.details?.logs ?? ''));
-          if (typed.code === 'OutOfMemory') this.deps.metrics.oomKills.inc({ function: fn });
-          if (typed.code === 'Timeout') this.deps.metrics.timeouts.inc({ function: fn });
-          throw Object.assign(typed, { coldStart: cold });
-        } finally {
-          this.release(worker);
-        }
-      }, budget ? { signal: budget.signal } : {});
-    } catch (error) {
-      if (budget?.signal.aborted && !(error instanceof FnboxError)) {
+    const run = (): Promise<CallResult> => this.run(request, options, enqueued);
+    // A free slot: p-queue starts the call at once, no wait budget needed.
+    if (this.queue.pending < this.config.maxConcurrency) return this.queue.add(run);
+    return new Promise<CallResult>((resolve, reject) => {
+      const ticket = this.waitBudget.add((error) => {
+        if (error) return reject(error);
         this.deps.metrics.throttled.inc({ function: fn, reason: 'queue_wait' });
-        throw new FnboxError('Throttled', `${fn}: no sandbox became free within ${this.config.queueWaitMs} ms`, { details: { retryAfterSec: Math.max(1, Math.ceil(this.config.queueWaitMs / 1000)) } });
-      }
-      throw error;
+        reject(new FnboxError('Throttled', `${fn}: no sandbox became free within ${this.config.queueWaitMs} ms`, { details: { retryAfterSec: Math.max(1, Math.ceil(this.config.queueWaitMs / 1000)) } }));
+      });
+      // A call already answered 429 gives its turn away at once.
+      this.queue.add(async () => (ticket.claim() ? run().then(resolve, reject) : undefined)).catch(reject);
+    });
+  }
+
+  private async run(request: InvokeRequest, options: { id?: string; signal?: CancelSignal }, enqueued: number): Promise<CallResult> {
+    const fn = this.config.functionName;
+    const queueMs = performance.now() - enqueued;
+    this.deps.metrics.queueWait.observe({ function: fn }, queueMs / 1000);
+    const { worker, cold } = await this.acquire();
+    try {
+      const result = await worker.invoke(request, { id: options.id, signal: options.signal });
+      this.record(result.id, 'ok', result.receipt.wallMs, cold, result.logs);
+      return { ...result, coldStart: cold, queueMs };
+    } catch (error) {
+      const typed = error as FnboxError;
+      this.record(options.id ?? '', typed.code ?? 'error', performance.now() - enqueued - queueMs, cold, String(typed.details?.logs ?? ''));
+      if (typed.code === 'OutOfMemory') this.deps.metrics.oomKills.inc({ function: fn });
+      if (typed.code === 'Timeout') this.deps.metrics.timeouts.inc({ function: fn });
+      throw Object.assign(typed, { coldStart: cold });
     } finally {
-      if (timer) clearTimeout(timer);
+      this.release(worker);
     }
   }
 
@@ -155,7 +157,6 @@ export class FunctionPool implements Evictable {
     while (this.idle.length) {
       const worker = this.idle.pop()!;
       if (worker.state !== 'dead') {
-        this.gauge();
         return Promise.resolve({ worker, cold: false });
       }
     }
@@ -175,7 +176,6 @@ export class FunctionPool implements Evictable {
     const waiter = this.waiters.shift();
     if (waiter) waiter.resolve(worker);
     else this.idle.push(worker);
-    this.gauge();
   }
 
   private async boot(prewarm: boolean): Promise<void> {
@@ -187,7 +187,6 @@ export class FunctionPool implements Evictable {
       throw error;
     }
     this.booting++;
-    this.gauge();
     let worker: Worker;
     try {
       worker = await Worker.start(this.deps.host, this.deps.images, this.config.worker);
@@ -197,7 +196,6 @@ export class FunctionPool implements Evictable {
       this.deps.metrics.boots.inc({ function: fn, result: 'failed' });
       const typed = error instanceof FnboxError ? error : new FnboxError('SandboxError', (error as Error).message, { cause: error });
       this.waiters.shift()?.reject(typed);
-      this.gauge();
       throw typed;
     }
     this.booting--;
@@ -224,7 +222,6 @@ export class FunctionPool implements Evictable {
         this.reserved.delete(worker);
         this.deps.capacity.release(this.memoryBytes);
       }
-      this.gauge();
       // A crash or timeout took one: keep the reserved floor warm.
       if (!this.draining) this.ensureWarm();
     });
@@ -247,7 +244,6 @@ export class FunctionPool implements Evictable {
       this.deps.capacity.release(this.memoryBytes);
     }
     this.workers.delete(worker);
-    this.gauge();
     void worker.destroy();
   }
 
@@ -264,20 +260,14 @@ export class FunctionPool implements Evictable {
     };
   }
 
-  private gauge(): void {
-    const fn = this.config.functionName;
-    const { idle, busy } = this.stats;
-    this.deps.metrics.sandboxes.set({ function: fn, state: 'idle' }, idle);
-    this.deps.metrics.sandboxes.set({ function: fn, state: 'busy' }, busy);
-    this.deps.metrics.sandboxes.set({ function: fn, state: 'booting' }, this.booting);
-  }
-
   /** New calls go elsewhere; calls in flight finish; then every sandbox goes. */
   async drain(deadlineMs = 30_000): Promise<void> {
     this.draining = true;
     // Calls already accepted (running, queued, waiting for a boot) finish, up to the deadline.
     await Promise.race([this.queue.onIdle(), new Promise((resolve) => setTimeout(resolve, deadlineMs).unref())]);
-    for (const waiter of this.waiters.splice(0)) waiter.reject(new FnboxError('Unavailable', `${this.config.functionName} is shutting down; retry`));
+    const gone = (): FnboxError => new FnboxError('Unavailable', `${this.config.functionName} is shutting down; retry`);
+    for (const waiter of this.waiters.splice(0)) waiter.reject(gone());
+    this.waitBudget.expireAll(gone);
     this.queue.clear();
     clearInterval(this.reaper);
     const all = [...this.workers];

@@ -61,10 +61,17 @@ export interface InvokeResult {
   receipt: Receipt;
 }
 
+/** What invoke() uses of an AbortSignal; the gateway passes a lighter one of its own per request. */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
 export interface InvokeOptions {
   id?: string;
   timeoutMs?: number;
-  signal?: AbortSignal;
+  signal?: CancelSignal;
 }
 
 type WorkerState = 'idle' | 'busy' | 'dead';
@@ -196,6 +203,7 @@ export class Worker {
   async invoke(request: InvokeRequest, options: InvokeOptions = {}): Promise<InvokeResult> {
     await this.settling;
     if (this.state !== 'idle') throw new FnboxError('Unavailable', `worker for ${this.config.functionName} is ${this.state}`);
+    if (options.signal?.aborted) throw new FnboxError('Unavailable', 'the call was cancelled by the caller');
     if (request.body.length > this.config.maxPayloadBytes) {
       throw new FnboxError('PayloadTooLarge', `the payload of ${request.body.length} bytes exceeds the limit of ${this.config.maxPayloadBytes} bytes`);
     }
@@ -209,7 +217,7 @@ export class Worker {
     });
     const call = this.active!;
     const timer = setTimeout(() => call.settle({ error: new FnboxError('Timeout', `the call did not finish within ${timeoutMs} ms`, { details: { timeoutMs } }) }), timeoutMs);
-    const onAbort = (): void => call.settle({ error: new FnboxError('Unavailable', 'the call was cancelled by the caller') });
+    const onAbort = (): void => call.settle({ error: new FnboxError('Unavailable', 'the call was cancelled by the caller', { details: { cancelled: true } }) });
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const invocation: InvokeHeader = { k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers, reset: this.rootWasReset || undefined };
     for (const part of encodeFrame(invocation, request.body)) this.sandbox.channel!.write(part);

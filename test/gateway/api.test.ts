@@ -84,6 +84,7 @@ describe('deploy, invoke, update, delete', () => {
     expect(metrics).toMatch(/fnbox_invocations_total\{function="echo",outcome="ok"\} \d+/);
     expect(metrics).toContain('fnbox_invocation_duration_seconds_bucket');
     expect(metrics).toContain('fnbox_sandbox_boots_total');
+    expect(metrics).toMatch(/fnbox_sandboxes\{function="echo",state="(idle|busy)"\} [1-9]/);
     const health = (await (await fetch(`${gateway.url}/healthz`)).json()) as { status: string; cgroups: string };
     expect(health.status).toBe('ok');
     expect(health.cgroups).toMatch(/^cgroup (v2|hybrid|v1)/);

@@ -67,6 +67,19 @@ describe('typed errors', () => {
     expect(responses.filter((r) => r.status === 200).length).toBeGreaterThan(0);
   });
 
+  it('Throttled 429 once a call waited queueWaitMs for a sandbox; its turn goes to the next call', async () => {
+    await deployFiles(gateway, 'single', { ...NODE_ECHO, 'fnbox.json': JSON.stringify({ runtime: 'node', maxConcurrency: 1, queueMax: 10 }) });
+    const answered: string[] = [];
+    const busy = fetch(`${gateway.url}/fn/single/sleep?ms=1500`).then((r) => (answered.push('busy'), r));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const waiting = await fetch(`${gateway.url}/fn/single/sleep?ms=1`).then((r) => (answered.push('waiting'), r));
+    expect(await errorOf(waiting)).toMatchObject({ status: 429, type: 'Throttled', message: expect.stringContaining('within 300 ms') });
+    expect((await busy).status).toBe(200);
+    // The budget ended the wait, not the busy call finishing.
+    expect(answered).toEqual(['waiting', 'busy']);
+    expect((await fetch(`${gateway.url}/fn/single/sleep?ms=1`)).status).toBe(200);
+  });
+
   it('NotFound for an unknown route, as JSON', async () => {
     expect(await errorOf(await fetch(`${gateway.url}/nope`))).toMatchObject({ status: 404, type: 'NotFound' });
   });

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { WaitBudget } from './wait-budget.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('WaitBudget', () => {
+  it('expires waiting calls in arrival order once their budget is spent', async () => {
+    const budget = new WaitBudget(30);
+    const expired: number[] = [];
+    budget.add(() => expired.push(1));
+    await sleep(10);
+    budget.add(() => expired.push(2));
+    await sleep(25);
+    expect(expired).toEqual([1]);
+    await sleep(25);
+    expect(expired).toEqual([1, 2]);
+  });
+
+  it('a claimed call never expires, and a claim after expiry is refused', async () => {
+    const budget = new WaitBudget(20);
+    const expired: string[] = [];
+    const served = budget.add(() => expired.push('served'));
+    const late = budget.add(() => expired.push('late'));
+    expect(served.claim()).toBe(true);
+    await sleep(50);
+    expect(expired).toEqual(['late']);
+    expect(late.claim()).toBe(false);
+    expect(served.claim()).toBe(false);
+  });
+
+  it('expireAll answers every waiting call with its own error', () => {
+    const budget = new WaitBudget(60_000);
+    const errors: Array<Error | undefined> = [];
+    budget.add((error) => errors.push(error)).claim();
+    budget.add((error) => errors.push(error));
+    budget.add((error) => errors.push(error));
+    let made = 0;
+    budget.expireAll(() => new Error(`gone ${++made}`));
+    expect(errors.map((e) => e?.message)).toEqual(['gone 1', 'gone 2']);
+  });
+
+  it('keeps working across many waiting calls (the list is compacted)', async () => {
+    const budget = new WaitBudget(5);
+    let expired = 0;
+    for (let i = 0; i < 3000; i++) {
+      const ticket = budget.add(() => expired++);
+      if (i % 3 !== 0) ticket.claim();
+    }
+    await sleep(40);
+    expect(expired).toBe(1000);
+  });
+});
