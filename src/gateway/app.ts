@@ -1,6 +1,7 @@
 // The HTTP API of DESIGN.md §4 on hono. Routes only translate: HTTP in,
 // dispatcher/store calls, HTTP out; every error goes through errorResponse.
 import { randomUUID } from 'node:crypto';
+import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { HttpBindings } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import { FnboxError } from '../errors.js';
@@ -9,7 +10,7 @@ import type { Metrics } from '../metrics.js';
 import type { Dispatcher } from '../pool/dispatcher.js';
 import type { FunctionPool } from '../pool/pool.js';
 import type { Pairs } from '../runtime/protocol.js';
-import type { Worker } from '../runtime/worker.js';
+import type { CancelSignal, Worker } from '../runtime/worker.js';
 import type { SandboxHost } from '../sandbox/index.js';
 import { PROGRAM_GID, PROGRAM_UID } from '../sandbox/spec.js';
 import type { FunctionStore, StoredFunction } from '../store/store.js';
@@ -41,6 +42,16 @@ const LOG_TAIL_BYTES = 4096;
 /** The x-fnbox-logs header: the last 4 KiB of a call's logs, base64 (as Lambda's LogResult). */
 function logTail(logs: string): string {
   return Buffer.from(logs).subarray(-LOG_TAIL_BYTES).toString('base64');
+}
+
+function isValidHeader(name: string, value: string): boolean {
+  try {
+    validateHeaderName(name);
+    validateHeaderValue(name, value);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function forwardedHeaders(c: Context<Env>, authEnabled: boolean): Pairs {
@@ -97,6 +108,29 @@ function describeSandbox(pool: FunctionPool, worker: Worker): Record<string, unk
     limits: { memoryMb: pool.config.worker.memoryMb, cpus: pool.config.worker.cpus, pidsMax: pool.config.worker.pidsMax, tmpMb: pool.config.worker.tmpMb },
     enter: `nsenter --target ${sandbox.initPid} --all --setuid ${PROGRAM_UID} --setgid ${PROGRAM_GID} /bin/sh`,
   };
+}
+
+/**
+ * Cancels a call when its client hangs up: what an AbortSignal does for
+ * invoke(), without an EventTarget built for every request.
+ */
+class Hangup implements CancelSignal {
+  aborted = false;
+  private listeners: Array<() => void> = [];
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    this.listeners = this.listeners.filter((l) => l !== listener);
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    for (const listener of this.listeners.splice(0)) listener();
+  }
 }
 
 export function createApp(deps: GatewayDeps): Hono<Env> {
@@ -158,29 +192,36 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
 
   async function call(c: Context<Env>, name: string, url: string): Promise<Response> {
     const id = randomUUID();
-    c.header('x-fnbox-invocation-id', id);
     const wantLogs = c.req.query('logs') === '1' || c.req.header('x-fnbox-log-type')?.toLowerCase() === 'tail';
     try {
       const body = await readBody(c.env.incoming, deps.maxPayloadBytes, deps.bodyIdleMs);
-      const abort = new AbortController();
+      const hangup = new Hangup();
       // The caller hung up before the answer: the call is cancelled.
       c.env.outgoing.once('close', () => {
-        if (!c.env.outgoing.writableFinished) abort.abort();
+        if (!c.env.outgoing.writableFinished) hangup.abort();
       });
-      const result = await deps.dispatcher.invoke(name, { method: c.req.method, url, headers: forwardedHeaders(c, authEnabled), body }, { id, signal: abort.signal });
-      const headers = new Headers();
-      for (const [key, value] of result.headers) if (!HOP_BY_HOP.has(key.toLowerCase())) headers.append(key, value);
-      headers.set('x-fnbox-invocation-id', id);
-      headers.set('x-fnbox-duration-ms', result.receipt.wallMs.toFixed(3));
-      headers.set('x-fnbox-cold-start', String(result.coldStart));
-      headers.set('x-fnbox-cpu-ms', result.receipt.cpuMs.toFixed(3));
-      headers.set('x-fnbox-memory-peak-bytes', String(result.receipt.memoryPeakBytes));
-      headers.set('x-fnbox-queue-ms', result.queueMs.toFixed(3));
-      if (wantLogs) headers.set('x-fnbox-logs', logTail(result.logs));
+      const result = await deps.dispatcher.invoke(name, { method: c.req.method, url, headers: forwardedHeaders(c, authEnabled), body }, { id, signal: hangup });
+      // A plain object, not Headers: @hono/node-server hands it to writeHead as it is.
+      const headers: Record<string, string | string[]> = {};
+      for (const [key, value] of result.headers) {
+        const lower = key.toLowerCase();
+        if (HOP_BY_HOP.has(lower) || lower.startsWith('x-fnbox-')) continue;
+        if (!isValidHeader(lower, value)) throw new FnboxError('Unhandled', `the function returned an invalid response header ${JSON.stringify(key)}`, { details: { name: 'InvalidResponseHeader' } });
+        const previous = headers[lower];
+        headers[lower] = previous === undefined ? value : [...(Array.isArray(previous) ? previous : [previous]), value];
+      }
+      headers['x-fnbox-invocation-id'] = id;
+      headers['x-fnbox-duration-ms'] = result.receipt.wallMs.toFixed(3);
+      headers['x-fnbox-cold-start'] = String(result.coldStart);
+      headers['x-fnbox-cpu-ms'] = result.receipt.cpuMs.toFixed(3);
+      headers['x-fnbox-memory-peak-bytes'] = String(result.receipt.memoryPeakBytes);
+      headers['x-fnbox-queue-ms'] = result.queueMs.toFixed(3);
+      if (wantLogs) headers['x-fnbox-logs'] = logTail(result.logs);
       const status = result.status >= 200 && result.status <= 599 ? result.status : 502;
       const nullBody = status === 204 || status === 304 || c.req.method === 'HEAD';
-      return new Response(nullBody ? null : (result.body as unknown as BodyInit), { status, headers });
+      return new Response(nullBody ? null : (result.body as unknown as BodyInit), { status, headers: headers as unknown as HeadersInit });
     } catch (error) {
+      c.header('x-fnbox-invocation-id', id);
       if (error instanceof FnboxError) {
         error.details.invocationId = id;
         if (wantLogs && typeof error.details.logs === 'string') c.header('x-fnbox-logs', logTail(error.details.logs));

@@ -10,7 +10,10 @@ const PRIVATE_DETAILS = new Set(['logs', 'output']);
 
 export function errorResponse(c: Context, error: unknown, log?: Logger, options: { includeLogs?: boolean } = {}): Response {
   const typed = asFnboxError(error);
-  if (typed.status >= 500 && !['Unhandled', 'Crashed', 'OutOfMemory', 'Timeout', 'InitError'].includes(typed.code)) {
+  if (typed.details.cancelled) {
+    // The caller hung up: nobody reads this answer and nothing failed on our side.
+    log?.info({ code: typed.code, invocationId: typed.details.invocationId }, 'call cancelled by the caller');
+  } else if (typed.status >= 500 && !['Unhandled', 'Crashed', 'OutOfMemory', 'Timeout', 'InitError'].includes(typed.code)) {
     log?.error({ err: error instanceof Error ? { message: error.message, stack: error.stack } : error, code: typed.code }, 'request failed');
   }
   const details = Object.fromEntries(Object.entries(typed.details).filter(([key, value]) => value !== undefined && (options.includeLogs || !PRIVATE_DETAILS.has(key))));
