@@ -146,6 +146,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     status: 'ok',
     uptimeSec: Math.round((Date.now() - deps.startedAt) / 1000),
     cgroups: deps.host.cgroups.description,
+    hints: deps.host.tuningHints,
     sandboxes: deps.host.live().length,
     functions: deps.store.list().length,
     capacity: { usedBytes: deps.dispatcher.capacity.usedBytes, limitBytes: deps.dispatcher.capacity.limitBytes },

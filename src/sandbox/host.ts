@@ -3,11 +3,11 @@
 // run with the same state dir left behind; closing it destroys every
 // sandbox and removes fnbox's own cgroups.
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DEFAULT_LAUNCHER } from '../paths.js';
 import { FnboxError } from '../errors.js';
-import { openCgroupDriver, type CgroupDriver } from './cgroup/index.js';
+import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver } from './cgroup/index.js';
 import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
 import { Launcher } from './launcher.js';
 import { Sandbox } from './sandbox.js';
@@ -50,6 +50,14 @@ export interface BootRequest {
   seccompFile?: string | false;
 }
 
+function readIfPresent(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 export class SandboxHost {
   private readonly sandboxes = new Map<string, Sandbox>();
   private closing?: Promise<void>;
@@ -65,6 +73,8 @@ export class SandboxHost {
     readonly swept: number,
     /** The compiled default seccomp policy every sandbox gets. */
     readonly seccompFile: string,
+    /** Host settings that would make boots faster (logged at start, shown by /healthz). */
+    readonly tuningHints: string[],
   ) {}
 
   static async open(options: SandboxHostOptions): Promise<SandboxHost> {
@@ -77,13 +87,15 @@ export class SandboxHost {
     // One cgroup parent per state dir: two gateways never sweep each other.
     const tag = createHash('sha256').update(stateDir).digest('hex').slice(0, 12);
     const cgroupParentName = `fnbox-${tag}`;
-    const cgroups = openCgroupDriver(cgroupParentName);
+    const cgroupHost = detectCgroupHost();
+    const cgroups = openCgroupDriver(cgroupParentName, cgroupHost);
+    const hints = cgroupTuningHints(cgroupHost, readIfPresent('/sys/kernel/cgroup/features'));
     const swept = await cgroups.sweep();
     const runDir = join(stateDir, 'run');
     rmSync(runDir, { recursive: true, force: true });
     const launcher = await Launcher.start({ binary, runDir, bootTimeoutMs: options.bootTimeoutMs, netnsPool: options.netnsPool });
     const seccompFile = writePolicyFile(runDir);
-    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept, seccompFile);
+    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept, seccompFile, hints);
   }
 
   live(): Sandbox[] {

@@ -36,13 +36,13 @@ describe('cgroup file formats', () => {
       '35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory',
       '36 31 0:33 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct',
       '40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd',
-      '41 31 0:38 /docker/abc /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate',
+      '41 31 0:38 /docker/abc /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate,favordynmods',
     ].join('\n');
     expect(parseCgroupMounts(mountinfo)).toEqual([
-      { mountPoint: '/sys/fs/cgroup/memory', root: '/', version: 1, controllers: ['memory'] },
-      { mountPoint: '/sys/fs/cgroup/cpu,cpuacct', root: '/', version: 1, controllers: ['cpu', 'cpuacct'] },
-      { mountPoint: '/sys/fs/cgroup/systemd', root: '/', version: 1, controllers: [] },
-      { mountPoint: '/sys/fs/cgroup/unified', root: '/docker/abc', version: 2, controllers: [] },
+      { mountPoint: '/sys/fs/cgroup/memory', root: '/', version: 1, controllers: ['memory'], favorDynmods: false },
+      { mountPoint: '/sys/fs/cgroup/cpu,cpuacct', root: '/', version: 1, controllers: ['cpu', 'cpuacct'], favorDynmods: false },
+      { mountPoint: '/sys/fs/cgroup/systemd', root: '/', version: 1, controllers: [], favorDynmods: false },
+      { mountPoint: '/sys/fs/cgroup/unified', root: '/docker/abc', version: 2, controllers: [], favorDynmods: true },
     ]);
   });
 });
