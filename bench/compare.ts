@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { progress, type BenchContext } from './lib/context.js';
 import { buildFunctionImage, dockerOk, FUNCTION_IMAGE, removeContainers, removeImage, startContainer } from './lib/docker.js';
-import { coldCall, deployBench, load, startBenchGateway } from './lib/gateway.js';
+import { coldCall, deployBench, load, loadRows, LOAD_GENERATOR_NOTE, startBenchGateway } from './lib/gateway.js';
 import { dockerReady } from './lib/peers.js';
 import { summarize, type ResultRow } from './lib/stats.js';
 
@@ -25,6 +25,7 @@ export async function runCompare(context: BenchContext): Promise<{ results: Resu
   const notes = [
     'same function (bench/functions/node), same node rootfs (the docker image is `docker import`ed from fnbox\'s node image), same limits (128 MiB, 1 CPU, 64 pids)',
     'docker run and docker exec are timed around the docker CLI; fnbox and the warm container\'s HTTP server through the same load generator process',
+    LOAD_GENERATOR_NOTE,
   ];
   const bench = await startBenchGateway('compare');
   const { gateway } = bench;
@@ -80,10 +81,9 @@ export async function runCompare(context: BenchContext): Promise<{ results: Resu
         const conditions = system === 'fnbox'
           ? `POST /invoke through the gateway, 2 warm sandboxes (one per core), concurrency ${concurrency}`
           : `one warm container, node http server, port published on 127.0.0.1, concurrency ${concurrency}`;
-        if (concurrency === 1) results.push(summarize('warm-invoke', system, 'warm', 'ms', outcome.latenciesMs, conditions));
-        results.push(summarize('throughput', system, `latency-c${concurrency}`, 'ms', outcome.latenciesMs, conditions));
-        const rate = Math.round(outcome.latenciesMs.length / outcome.seconds);
-        results.push({ bench: 'throughput', system, metric: `calls-per-s-c${concurrency}`, unit: 'calls/s', n: outcome.latenciesMs.length, p50: rate, p90: rate, p99: rate, mean: rate, conditions });
+        const [latency, rate] = loadRows('throughput', system, `latency-c${concurrency}`, outcome, conditions);
+        if (concurrency === 1) results.push({ ...latency!, bench: 'warm-invoke', metric: 'warm' });
+        results.push(latency!, { ...rate!, metric: `calls-per-s-c${concurrency}` });
       }
     }
   } finally {

@@ -1,14 +1,24 @@
 // npm run bench -- http: end-to-end POST /invoke latency and calls/s at
 // concurrency 1, 8 and 64, warm and cold, per runtime, with the load
 // generator (bench/lib/loadgen.mjs) in a separate process.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { progress, type BenchContext, type BenchRuntime } from './lib/context.js';
-import { coldCall, deployBench, load, startBenchGateway } from './lib/gateway.js';
+import { coldCall, deployBench, load, loadRows, LOAD_GENERATOR_NOTE, startBenchGateway } from './lib/gateway.js';
 import { summarize, type ResultRow } from './lib/stats.js';
 
 function payload(runtime: BenchRuntime, write: boolean): { path: string; body: string } {
   if (runtime === 'node' || runtime === 'python') return { path: '', body: JSON.stringify({ write }) };
   return { path: write ? '?write' : '', body: '' };
+}
+
+const BARE_SERVER = `require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end('ok')); }).listen(0, '127.0.0.1', function () { process.stdout.write(String(this.address().port) + '\\n'); });`;
+
+async function startBareServer(): Promise<{ url: string; stop: () => void }> {
+  const child = spawn(process.execPath, ['-e', BARE_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+  return { url: `http://127.0.0.1:${line.toString().trim()}/`, stop: () => child.kill() };
 }
 
 export async function runHttp(context: BenchContext): Promise<{ results: ResultRow[]; notes: string[] }> {
@@ -18,11 +28,21 @@ export async function runHttp(context: BenchContext): Promise<{ results: ResultR
   const { gateway } = bench;
   const results: ResultRow[] = [];
   const notes = [
-    'load generator: bench/lib/loadgen.mjs in its own process, closed loop over keep-alive connections, 1 s warm-up discarded',
+    LOAD_GENERATOR_NOTE,
     'on this 2-core machine the load generator, the gateway and the sandboxes share the cores',
   ];
   const seconds = quick ? 2 : 5;
   try {
+    // What this machine can do at all: a bare node:http server that only answers "ok".
+    progress('http: bare node:http ceiling');
+    const bare = await startBareServer();
+    try {
+      for (const concurrency of [1, 64]) {
+        results.push(...loadRows('http', 'node-http-bare', `ceiling-c${concurrency}`, await load(bare.url, '{}', concurrency, seconds), `a node:http server that answers 200 "ok" and nothing else, in its own process, concurrency ${concurrency}`));
+      }
+    } finally {
+      bare.stop();
+    }
     const runtimes: BenchRuntime[] = quick ? ['node', 'python'] : ['node', 'node-workers', 'python', 'exec'];
     for (const runtime of runtimes) {
       const name = `bench-${runtime}`;
@@ -34,11 +54,8 @@ export async function runHttp(context: BenchContext): Promise<{ results: ResultR
           progress(`http: ${runtime} ${label} c=${concurrency}`);
           const { path, body } = payload(runtime, write);
           const outcome = await load(`${gateway.url}/invoke/${name}${path}`, body, concurrency, seconds);
-          const failed = Object.entries(outcome.statuses).filter(([status]) => status !== '200');
-          const conditions = `concurrency ${concurrency}, maxConcurrency 4, ${write ? 'every call writes a file (fresh root each call)' : 'calls write nothing'}${failed.length ? `; non-200: ${JSON.stringify(Object.fromEntries(failed))}` : ''}`;
-          results.push(summarize('http', 'fnbox', `${label}-${runtime}-c${concurrency}`, 'ms', outcome.latenciesMs, conditions));
-          const rate = Math.round(outcome.latenciesMs.length / outcome.seconds);
-          results.push({ bench: 'http', system: 'fnbox', metric: `${label}-${runtime}-c${concurrency}-throughput`, unit: 'calls/s', n: outcome.latenciesMs.length, p50: rate, p90: rate, p99: rate, mean: rate, conditions });
+          const conditions = `concurrency ${concurrency}, maxConcurrency 4, ${write ? 'every call writes a file (fresh root each call)' : 'calls write nothing'}`;
+          results.push(...loadRows('http', 'fnbox', `${label}-${runtime}-c${concurrency}`, outcome, conditions));
         }
       }
       progress(`http: ${runtime} cold`);
