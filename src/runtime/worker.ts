@@ -97,6 +97,8 @@ export class Worker {
   private active?: ActiveCall;
   private settling: Promise<void> = Promise.resolve();
   private rootWasReset = false;
+  /** The cpu counter when the receipt window of the next call opened. */
+  private meterStart?: number;
   private recentOutput = Buffer.alloc(0);
   private readonly decoder: FrameDecoder;
   private onFrame?: (frame: Frame<RuntimeHeader>) => void;
@@ -153,6 +155,7 @@ export class Worker {
       await sandbox.destroy();
       throw error;
     }
+    worker.armMeter();
     worker.bootMs = performance.now() - started;
     worker.state = 'idle';
     return worker;
@@ -211,7 +214,8 @@ export class Worker {
     const id = options.id ?? randomUUID();
     const timeoutMs = options.timeoutMs ?? this.config.timeoutMs;
     const started = performance.now();
-    const cpuBefore = this.sandbox.meter.begin();
+    const cpuBefore = this.meterStart ?? this.sandbox.meter.begin();
+    this.meterStart = undefined;
     const outcome = new Promise<{ frame?: Frame<RuntimeHeader>; error?: FnboxError }>((resolve) => {
       this.active = { id, logs: [], logBytes: 0, droppedLog: 0, settle: resolve };
     });
@@ -256,10 +260,19 @@ export class Worker {
         await this.sandbox.resetRoot();
         this.rootWasReset = true;
       }
+      this.armMeter();
       if (this.state === 'busy') this.state = 'idle';
     } catch {
       this.retire();
     }
+  }
+
+  /**
+   * Starts the next call's receipt while idle: the peak-memory window opens
+   * and the cpu counter is read now, so a call's first syscall is its frame.
+   */
+  private armMeter(): void {
+    this.meterStart = this.sandbox.meter.begin();
   }
 
   private callLogs(call: ActiveCall): string {
