@@ -59,6 +59,14 @@ describe('node, Workers module syntax', () => {
     expect(result.receipt.memoryPeakBytes).toBeGreaterThan(1024 * 1024);
   });
 
+  it('measures the memory peak per call, not since boot', async () => {
+    const big = await workers.invoke(request('/fill-tmp?mb=40'));
+    await workers.whenIdle();
+    const small = await workers.invoke(request('/log'));
+    expect(big.receipt.memoryPeakBytes).toBeGreaterThan(40 * 1024 * 1024);
+    expect(small.receipt.memoryPeakBytes).toBeLessThan(big.receipt.memoryPeakBytes - 16 * 1024 * 1024);
+  });
+
   it('caps logs with a visible truncation marker', async () => {
     const result = await workers.invoke(request('/log-flood'));
     expect(result.logs.length).toBeLessThan(70 * 1024);
