@@ -1,6 +1,7 @@
 // npm run bench -- invoke: calls through the Worker API (no HTTP), trivial
 // handler, per runtime: warm latency without and with the per-call root
 // reset, cold call latency, and calls/s with one sandbox per core.
+import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import type { InvokeRequest, Worker } from '../src/runtime/worker.js';
 import { BENCH_HANDLERS, progress, startBenchWorker, type BenchContext, type BenchRuntime } from './lib/context.js';
@@ -59,14 +60,21 @@ export async function runInvoke(context: BenchContext): Promise<{ results: Resul
 
     progress(`invoke: ${runtime} cold`);
     const cold: number[] = [];
+    const bare: number[] = [];
+    const interpreter = runtime === 'python' ? ['python3', '-S', '-c', 'pass'] : [process.execPath, '-e', '0'];
     for (let i = 0; i < (quick ? 5 : 20); i++) {
-      const started = performance.now();
+      // The interpreter alone on the host, clean environment, interleaved: the yardstick for cold starts.
+      let started = performance.now();
+      execFileSync(interpreter[0]!, interpreter.slice(1), { env: {}, stdio: 'ignore' });
+      bare.push(performance.now() - started);
+      started = performance.now();
       const fresh = await startBenchWorker(host, images, runtime);
       await fresh.invoke(benchRequest(runtime, false));
       cold.push(performance.now() - started);
       await fresh.destroy();
     }
     results.push(summarize('invoke', 'fnbox', `cold-${runtime}`, 'ms', cold, 'no warm sandbox: boot + load + first call'));
+    results.push(summarize('invoke', 'host', `bare-interpreter-${runtime}`, 'ms', bare, `\`${interpreter.join(' ')}\` on the host with an empty environment, spawned from Node, interleaved with the cold calls`));
 
     progress(`invoke: ${runtime} throughput`);
     const perCore = await Promise.all(cpus().map(() => startBenchWorker(host, images, runtime)));
