@@ -80,6 +80,25 @@ describe('typed errors', () => {
     expect((await fetch(`${gateway.url}/fn/single/sleep?ms=1`)).status).toBe(200);
   });
 
+  it('a caller that hangs up cancels its call: that sandbox is replaced, the next call is served', async () => {
+    await deployFiles(gateway, 'hangup', { ...NODE_ECHO, 'fnbox.json': JSON.stringify({ runtime: 'node', maxConcurrency: 1, minWarm: 1 }) });
+    const sandboxIds = async (): Promise<string[]> => {
+      const { sandboxes } = (await (await fetch(`${gateway.url}/sandboxes`)).json()) as { sandboxes: Array<{ id: string; function: string }> };
+      return sandboxes.filter((s) => s.function === 'hangup').map((s) => s.id);
+    };
+    const [serving] = await sandboxIds();
+    expect(serving).toBeDefined();
+    const abort = new AbortController();
+    const call = fetch(`${gateway.url}/fn/hangup/sleep?ms=5000`, { signal: abort.signal }).catch((error: Error) => error);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    abort.abort();
+    expect(await call).toBeInstanceOf(Error);
+    // Cancelled mid-call, its state is not trusted: the sandbox goes, long before the 5 s sleep would end.
+    for (let i = 0; i < 60 && (await sandboxIds()).includes(serving!); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await sandboxIds()).not.toContain(serving);
+    expect((await fetch(`${gateway.url}/fn/hangup/sleep?ms=1`)).status).toBe(200);
+  });
+
   it('NotFound for an unknown route, as JSON', async () => {
     expect(await errorOf(await fetch(`${gateway.url}/nope`))).toMatchObject({ status: 404, type: 'NotFound' });
   });
