@@ -36,7 +36,6 @@ function isUtf8(buffer) {
 }
 
 function run(header, body) {
-  if (header.reset) process.chdir(CODE_DIR);
   const url = new URL(header.url);
   const headers = Object.fromEntries(header.headers);
   const child = spawn(executable, [], {
@@ -91,8 +90,10 @@ function run(header, body) {
 }
 
 try {
-  process.chdir(CODE_DIR);
   checkExecutable();
+  // Each call's process starts in /code (spawn's cwd); this one waits in "/",
+  // which a root reset carries over, so it never pins a previous call's layer.
+  process.chdir('/');
   send({ k: 'ready', runtime: 'exec', version: process.version });
   serve(run);
 } catch (error) {

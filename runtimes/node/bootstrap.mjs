@@ -133,13 +133,17 @@ async function runWorkers(module, header, body) {
   return { status: response.status, headers, body: out };
 }
 
+// A call runs in /code of the root it was given. Between calls the process
+// waits in "/", which a root reset carries over to the new root: nothing
+// pins the previous call's layer (its files stay charged to the sandbox's
+// memory while anything holds it).
 async function handle(loaded, header, body) {
-  if (header.reset) process.chdir(CODE_DIR);
   const call = { id: header.id, log: outputBudget(MAX_LOG) };
   currentCall = call;
   let result;
   let failure;
   try {
+    process.chdir(CODE_DIR);
     result = loaded.style === 'workers'
       ? await runWorkers(loaded.module, header, body)
       : lambdaResult(await loaded.fn(lambdaEvent(header, body), context(header)));
@@ -147,6 +151,7 @@ async function handle(loaded, header, body) {
     failure = error instanceof Error ? error : new Error(String(error));
   } finally {
     currentCall = null;
+    process.chdir('/');
     if (call.log.dropped) send({ k: 'log', id: call.id, stream: 'stderr', truncated: call.log.dropped }, Buffer.alloc(0));
   }
   if (failure) {
@@ -169,6 +174,7 @@ try {
     // undici loads lazily: pay for it at start, not in the first call.
     await new Response(new Request('http://warm.up/', { method: 'POST', body: 'x' }).body).arrayBuffer();
   }
+  process.chdir('/');
   send({ k: 'ready', runtime: 'node', version: process.version });
   serve((header, body) => handle(loaded, header, body));
 } catch (error) {

@@ -158,11 +158,20 @@ def make_result(value):
 
 
 def handle(fn, header, body):
-    if header.get("reset"):
-        os.chdir(CODE_DIR)
+    """Runs one call; its answer is sent once the cwd is back in "/"."""
+    reply = run_call(fn, header, body)
+    # Between calls the process waits in "/", which a root reset carries over
+    # to the new root: nothing pins the previous call's layer.
+    os.chdir("/")
+    send(*reply)
+
+
+def run_call(fn, header, body):
+    """The call in /code of the root it was given; returns the final frame."""
     call = {"id": header["id"], "log_bytes": 0, "dropped": 0}
     stdout_log.call = stderr_log.call = call
     try:
+        os.chdir(CODE_DIR)
         value = fn(make_event(header, body), Context(header))
         if hasattr(value, "__await__"):
             import asyncio  # only async handlers pay for asyncio
@@ -175,17 +184,15 @@ def handle(fn, header, body):
             raise
         if call["dropped"]:
             send({"k": "log", "id": call["id"], "stream": "stderr", "truncated": call["dropped"]})
-        send({"k": "error", "id": header["id"], "type": "Unhandled", "name": type(error).__name__,
-              "message": str(error), "stack": traceback.format_exc()})
-        return
+        return ({"k": "error", "id": header["id"], "type": "Unhandled", "name": type(error).__name__,
+                 "message": str(error), "stack": traceback.format_exc()},)
     stdout_log.call = stderr_log.call = None
     if call["dropped"]:
         send({"k": "log", "id": call["id"], "stream": "stderr", "truncated": call["dropped"]})
     if len(data) > MAX_RESPONSE:
-        send({"k": "error", "id": header["id"], "type": "Unhandled", "name": "ResponseTooLarge",
-              "message": "the response body of %d bytes exceeds the limit of %d" % (len(data), MAX_RESPONSE)})
-        return
-    send({"k": "result", "id": header["id"], "status": status, "headers": headers}, data)
+        return ({"k": "error", "id": header["id"], "type": "Unhandled", "name": "ResponseTooLarge",
+                 "message": "the response body of %d bytes exceeds the limit of %d" % (len(data), MAX_RESPONSE)},)
+    return ({"k": "result", "id": header["id"], "status": status, "headers": headers}, data)
 
 
 async def _await(value):
@@ -199,6 +206,7 @@ def main():
     except BaseException as error:
         send({"k": "init_error", "message": "%s: %s" % (type(error).__name__, error), "stack": traceback.format_exc()})
         sys.exit(1)
+    os.chdir("/")
     send({"k": "ready", "runtime": "python", "version": sys.version.split()[0]})
     while True:
         prefix = recv_exact(8)

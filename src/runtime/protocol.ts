@@ -21,8 +21,6 @@ export interface InvokeHeader {
   method: string;
   url: string;
   headers: Pairs;
-  /** The root was swapped since the last call: re-resolve the cwd. */
-  reset?: boolean;
 }
 
 /** Runtime → host. */

@@ -96,7 +96,6 @@ export class Worker {
   bootMs = 0;
   private active?: ActiveCall;
   private settling: Promise<void> = Promise.resolve();
-  private rootWasReset = false;
   /** The cpu counter when the receipt window of the next call opened. */
   private meterStart?: number;
   private recentOutput = Buffer.alloc(0);
@@ -150,7 +149,6 @@ export class Worker {
       // Start calls on a fresh layer: the boot layer stays pinned by the
       // runtime's own executable mappings, so nothing a call writes may land there.
       await sandbox.resetRoot({ force: true });
-      worker.rootWasReset = true;
     } catch (error) {
       await sandbox.destroy();
       throw error;
@@ -223,9 +221,8 @@ export class Worker {
     const timer = setTimeout(() => call.settle({ error: new FnboxError('Timeout', `the call did not finish within ${timeoutMs} ms`, { details: { timeoutMs } }) }), timeoutMs);
     const onAbort = (): void => call.settle({ error: new FnboxError('Unavailable', 'the call was cancelled by the caller', { details: { cancelled: true } }) });
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    const invocation: InvokeHeader = { k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers, reset: this.rootWasReset || undefined };
+    const invocation: InvokeHeader = { k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers };
     for (const part of encodeFrame(invocation, request.body)) this.sandbox.channel!.write(part);
-    this.rootWasReset = false;
     const { frame, error } = await outcome;
     clearTimeout(timer);
     options.signal?.removeEventListener('abort', onAbort);
@@ -256,10 +253,7 @@ export class Worker {
   private async settle(): Promise<void> {
     try {
       await this.sandbox.killStrays();
-      if (this.sandbox.isDirty()) {
-        await this.sandbox.resetRoot();
-        this.rootWasReset = true;
-      }
+      if (this.sandbox.isDirty()) await this.sandbox.resetRoot();
       this.armMeter();
       if (this.state === 'busy') this.state = 'idle';
     } catch {
