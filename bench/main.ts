@@ -30,7 +30,7 @@ const SUITE = ['boot', 'compare', 'density'];
 
 /** --setup: install the peers from Debian and start a Docker engine, saying what it does. */
 function setup(): void {
-  const wanted = [['hyperfine', 'hyperfine'], ['bwrap', 'bubblewrap'], ['runc', 'runc'], ['dockerd', 'docker.io']].filter(([command]) => !has(command!));
+  const wanted = [['hyperfine', 'hyperfine'], ['wrk', 'wrk'], ['bwrap', 'bubblewrap'], ['runc', 'runc'], ['dockerd', 'docker.io']].filter(([command]) => !has(command!));
   if (wanted.length) {
     console.error(`setup: installing ${wanted.map(([, pkg]) => pkg).join(', ')} with apt-get`);
     execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
