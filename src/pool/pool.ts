@@ -81,7 +81,7 @@ export class FunctionPool implements Evictable {
 
   get stats(): { workers: number; idle: number; busy: number; booting: number; queued: number; running: number } {
     const idle = this.idle.length;
-    return { workers: this.workers.size, idle, busy: this.workers.size - idle, booting: this.booting, queued: this.queue.size, running: this.queue.pending };
+    return { workers: this.workers.size, idle, busy: this.workers.size - idle, booting: this.booting, queued: this.waitBudget.waiting, running: this.queue.pending };
   }
 
   liveWorkers(): Worker[] {
@@ -108,9 +108,10 @@ export class FunctionPool implements Evictable {
   async invoke(request: InvokeRequest, options: { id?: string; signal?: CancelSignal } = {}): Promise<CallResult> {
     const fn = this.config.functionName;
     if (this.draining) throw new FnboxError('Unavailable', `${fn} is being replaced; retry`, { details: { retryAfterSec: 1 } });
-    if (this.queue.pending >= this.config.maxConcurrency && this.queue.size >= this.config.queueMax) {
+    // Counted by the wait budget: a call already answered 429 may still hold its place in p-queue.
+    if (this.queue.pending >= this.config.maxConcurrency && this.waitBudget.waiting >= this.config.queueMax) {
       this.deps.metrics.throttled.inc({ function: fn, reason: 'queue_full' });
-      throw new FnboxError('Throttled', `${fn} has ${this.config.maxConcurrency} calls running and ${this.queue.size} waiting (queueMax ${this.config.queueMax})`, { details: { retryAfterSec: 1 } });
+      throw new FnboxError('Throttled', `${fn} has ${this.config.maxConcurrency} calls running and ${this.waitBudget.waiting} waiting (queueMax ${this.config.queueMax})`, { details: { retryAfterSec: 1 } });
     }
     const enqueued = performance.now();
     const run = (): Promise<CallResult> => this.run(request, options, enqueued);

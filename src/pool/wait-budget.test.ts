@@ -28,6 +28,18 @@ describe('WaitBudget', () => {
     expect(served.claim()).toBe(false);
   });
 
+  it('counts the calls still waiting: a claim or an expiry ends the wait', async () => {
+    const budget = new WaitBudget(20);
+    const first = budget.add(() => {});
+    budget.add(() => {});
+    budget.add(() => {});
+    expect(budget.waiting).toBe(3);
+    first.claim();
+    expect(budget.waiting).toBe(2);
+    await sleep(50);
+    expect(budget.waiting).toBe(0);
+  });
+
   it('expireAll answers every waiting call with its own error', () => {
     const budget = new WaitBudget(60_000);
     const errors: Array<Error | undefined> = [];

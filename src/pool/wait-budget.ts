@@ -6,18 +6,20 @@
 export class WaitTicket {
   settled = false;
 
-  constructor(readonly deadline: number, private readonly onExpire: (error?: Error) => void) {}
+  constructor(readonly deadline: number, private readonly onExpire: (error?: Error) => void, private readonly onSettle: () => void) {}
 
   /** The call got its turn: true unless it was already answered. */
   claim(): boolean {
     if (this.settled) return false;
     this.settled = true;
+    this.onSettle();
     return true;
   }
 
   expire(error?: Error): void {
     if (this.settled) return;
     this.settled = true;
+    this.onSettle();
     this.onExpire(error);
   }
 }
@@ -26,12 +28,19 @@ export class WaitBudget {
   private entries: WaitTicket[] = [];
   private head = 0;
   private timer?: NodeJS.Timeout;
+  private live = 0;
 
   constructor(private readonly budgetMs: number) {}
 
+  /** Calls still waiting: neither served nor answered (an answered one may still sit in p-queue). */
+  get waiting(): number {
+    return this.live;
+  }
+
   /** onExpire runs once the budget is spent, unless claim() came first. */
   add(onExpire: (error?: Error) => void): WaitTicket {
-    const ticket = new WaitTicket(performance.now() + this.budgetMs, onExpire);
+    const ticket = new WaitTicket(performance.now() + this.budgetMs, onExpire, () => this.live--);
+    this.live++;
     this.entries.push(ticket);
     if (!this.timer) this.arm();
     return ticket;
