@@ -253,7 +253,7 @@ export class Worker {
   private async settle(): Promise<void> {
     try {
       await this.sandbox.killStrays();
-      if (this.sandbox.isDirty()) await this.sandbox.resetRoot();
+      await this.sandbox.resetRoot(); // skipped when the call wrote nothing
       this.armMeter();
       if (this.state === 'busy') this.state = 'idle';
     } catch {

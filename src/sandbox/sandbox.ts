@@ -132,14 +132,17 @@ export class Sandbox {
   /**
    * Whether anything was written to the root since the last reset. A tmpfs
    * directory's size is 40 when empty and grows 20 per entry (the kernel's
-   * BOGO_DIRENT_SIZE): one stat on the hot path; any other size is checked
-   * by listing, so a kernel that counts differently is only slower.
+   * BOGO_DIRENT_SIZE): one fstat on the hot path. A bigger directory holds
+   * entries; a smaller size (a kernel that counts differently) is checked by
+   * listing, so such a kernel is only slower.
    */
   isDirty(): boolean {
     try {
       // Held open per layer: an fstat is cheaper than a walk through /proc/PID/fd on every call.
       this.upperDirFd ??= openSync(this.upperDir, constants.O_RDONLY | constants.O_DIRECTORY);
-      if (fstatSync(this.upperDirFd).size === EMPTY_TMPFS_DIR_SIZE) return false;
+      const { size } = fstatSync(this.upperDirFd);
+      if (size === EMPTY_TMPFS_DIR_SIZE) return false;
+      if (size > EMPTY_TMPFS_DIR_SIZE) return true;
       return readdirSync(this.upperDir).length > 0;
     } catch {
       return true;
@@ -160,6 +163,9 @@ export class Sandbox {
   async resetRoot(options: { force?: boolean } = {}): Promise<ResetResult> {
     if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
     if (!options.force && !this.isDirty()) return { skipped: true, us: 0 };
+    // Let go of the old layer first: the monitor's close is then the last one,
+    // and the layer is torn down there, not in this process's event loop.
+    this.closeUpperDir();
     const reply = new Promise<Extract<LauncherEvent, { event: 'reset' }>>((resolve) => this.resetWaiters.push(resolve));
     this.launched.control.write('reset\n');
     const event = await reply;
@@ -167,7 +173,6 @@ export class Sandbox {
       throw new FnboxError('SandboxError', `sandbox ${this.id}: root reset failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
     }
     this.upperFd = event.upper_fd;
-    this.closeUpperDir();
     await this.killStaleRoots();
     return { skipped: false, us: event.us };
   }
@@ -179,13 +184,16 @@ export class Sandbox {
    * runtime, which is idle between calls) is killed.
    */
   private async killStaleRoots(): Promise<void> {
+    const pids = this.meter.processes();
+    // The usual case: only the init and the program, which pivot_root moved.
+    if (pids.every((pid) => pid === this.initPid || pid === this.pid)) return;
     let expected: number;
     try {
       expected = statSync(`/proc/${this.initPid}/root`).dev;
     } catch {
       return;
     }
-    const stale = this.meter.processes().filter((pid) => {
+    const stale = pids.filter((pid) => {
       try {
         return statSync(`/proc/${pid}/root`).dev !== expected;
       } catch {
