@@ -99,6 +99,17 @@ describe('typed errors', () => {
     expect((await fetch(`${gateway.url}/fn/hangup/sleep?ms=1`)).status).toBe(200);
   });
 
+  it('a response header the function broke (a newline in it) is an Unhandled 502, not a gateway crash', async () => {
+    await deployFiles(gateway, 'badheader', {
+      'fnbox.json': JSON.stringify({ runtime: 'python', handler: 'main.handler' }),
+      'main.py': 'def handler(event, context):\n    return {"statusCode": 200, "headers": {"x-split": "a\\r\\nx-injected: 1"}, "body": "hi"}\n',
+    });
+    const response = await invoke(gateway, 'badheader', '');
+    expect(response.headers.get('x-injected')).toBeNull();
+    expect(await errorOf(response)).toMatchObject({ status: 502, type: 'Unhandled', message: expect.stringContaining('x-split'), body: { name: 'InvalidResponseHeader' } });
+    expect((await invoke(gateway, 'echo', 'still')).status).toBe(200);
+  });
+
   it('NotFound for an unknown route, as JSON', async () => {
     expect(await errorOf(await fetch(`${gateway.url}/nope`))).toMatchObject({ status: 404, type: 'NotFound' });
   });
