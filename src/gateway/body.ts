@@ -7,6 +7,10 @@ import { FnboxError } from '../errors.js';
 /** How long a request body may go without a byte before it is cut off. */
 export const BODY_IDLE_MS = 30_000;
 
+function stalled(idleMs: number): FnboxError {
+  return new FnboxError('RequestTimeout', `the request body stalled for ${idleMs / 1000} s`);
+}
+
 /**
  * Cuts off a body that stops arriving (a slow-loris upload): each chunk
  * re-arms the timer; silence past `idleMs` destroys the stream with 408.
@@ -20,7 +24,7 @@ async function* idleGuarded(incoming: IncomingMessage, idleMs: number): AsyncGen
   let timer: NodeJS.Timeout | undefined;
   const arm = (): void => {
     clearTimeout(timer);
-    timer = setTimeout(() => incoming.destroy(new FnboxError('RequestTimeout', `the request body stalled for ${idleMs / 1000} s`)), idleMs);
+    timer = setTimeout(() => incoming.destroy(stalled(idleMs)), idleMs);
     timer.unref();
   };
   try {
@@ -48,7 +52,7 @@ export function readBody(incoming: IncomingMessage, limitBytes: number, idleMs =
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
-    const timer = setTimeout(() => finish(new FnboxError('RequestTimeout', `the request body stalled for ${idleMs / 1000} s`)), idleMs);
+    const timer = setTimeout(() => finish(stalled(idleMs)), idleMs);
     timer.unref();
     const onData = (chunk: Buffer): void => {
       total += chunk.length;

@@ -3,7 +3,7 @@
 // run with the same state dir left behind; closing it destroys every
 // sandbox and removes fnbox's own cgroups.
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DEFAULT_LAUNCHER } from '../paths.js';
 import { FnboxError } from '../errors.js';
@@ -50,14 +50,6 @@ export interface BootRequest {
   seccompFile?: string | false;
 }
 
-function readIfPresent(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
 export class SandboxHost {
   private readonly sandboxes = new Map<string, Sandbox>();
   private closing?: Promise<void>;
@@ -89,7 +81,7 @@ export class SandboxHost {
     const cgroupParentName = `fnbox-${tag}`;
     const cgroupHost = detectCgroupHost();
     const cgroups = openCgroupDriver(cgroupParentName, cgroupHost);
-    const hints = cgroupTuningHints(cgroupHost, readIfPresent('/sys/kernel/cgroup/features'));
+    const hints = cgroupTuningHints(cgroupHost);
     const swept = await cgroups.sweep();
     const runDir = join(stateDir, 'run');
     rmSync(runDir, { recursive: true, force: true });

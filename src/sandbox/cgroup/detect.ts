@@ -77,7 +77,7 @@ export function detectCgroupHost(
  * before. favordynmods keeps that lock in its slow-reader mode, so a move
  * costs microseconds. Pure v2 needs nothing: CLONE_INTO_CGROUP moves nobody.
  */
-export function cgroupTuningHints(host: CgroupHost, kernelFeatures: string | undefined): string[] {
+export function cgroupTuningHints(host: CgroupHost, kernelFeatures = readOrUndefined('/sys/kernel/cgroup/features')): string[] {
   if (host.mode === 'v2' || host.favorDynmods) return [];
   if (!(kernelFeatures ?? '').split(/\s+/).includes('favordynmods')) return [];
   const mountPoint = host.unifiedRoot ?? host.v1Self.get('memory')?.replace(/^(\/sys\/fs\/cgroup\/[^/]+).*/, '$1') ?? '/sys/fs/cgroup/memory';
