@@ -21,8 +21,6 @@ const execFileAsync = promisify(execFile);
 const LOADGEN = join(PROJECT_ROOT, 'bench', 'lib', 'loadgen.mjs');
 
 export interface LoadResult {
-  /** Which closed-loop generator ran: wrk when installed (cheaper per request), else bench/lib/loadgen.mjs. */
-  generator: 'wrk' | 'node';
   n: number;
   seconds: number;
   latencyMs: { p50: number; p90: number; p99: number; mean: number };
@@ -64,7 +62,7 @@ async function wrkRun(url: string, body: string, concurrency: number, seconds: n
     const statuses: Record<string, number> = { '200': parsed.n - parsed.non2xx };
     if (parsed.non2xx) statuses.non2xx = parsed.non2xx;
     if (parsed.socket) statuses.error = parsed.socket;
-    return { generator: 'wrk', n: parsed.n, seconds: parsed.us / 1e6, latencyMs: { p50: ms(parsed.p50), p90: ms(parsed.p90), p99: ms(parsed.p99), mean: ms(parsed.mean) }, statuses };
+    return { n: parsed.n, seconds: parsed.us / 1e6, latencyMs: { p50: ms(parsed.p50), p90: ms(parsed.p90), p99: ms(parsed.p99), mean: ms(parsed.mean) }, statuses };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -76,7 +74,7 @@ function nodeRun(url: string, body: string, concurrency: number, seconds: number
       if (error) return reject(error);
       const raw = JSON.parse(stdout) as { latenciesMs: number[]; statuses: Record<string, number>; seconds: number };
       const row = summarize('', '', '', 'ms', raw.latenciesMs);
-      resolve({ generator: 'node', n: row.n, seconds: raw.seconds, latencyMs: { p50: row.p50, p90: row.p90, p99: row.p99, mean: row.mean }, statuses: raw.statuses });
+      resolve({ n: row.n, seconds: raw.seconds, latencyMs: { p50: row.p50, p90: row.p90, p99: row.p99, mean: row.mean }, statuses: raw.statuses });
     });
   });
 }
