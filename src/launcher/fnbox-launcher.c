@@ -20,7 +20,8 @@
  *     3. build the root layer: tmpfs + overlay, detached  (make_root_layer)
  *     4. clone3 into new user/pid/mnt/net/ipc/uts namespaces (and the v2 cgroup)
  *     5. write uid/gid maps, attach v1 cgroups, release the child
- *     6. report "started", then serve reset commands until the child exits
+ *     6. report "started", then serve reset (and adopt) commands until the
+ *        child exits
  *   child = PID 1 of the sandbox (sandbox_init)
  *     7. unshare the cgroup namespace (the cgroups are joined by now)
  *     8. attach the root layer (still host uid 0 for path access)
@@ -139,7 +140,7 @@ struct fd_pass { int host_fd, child_fd; };
 /* Everything the launcher will do, checked before anything is done. */
 struct config {
   int status_fd;              /* JSON lines out: started, error, reset, exit */
-  int control_fd;             /* commands in: "reset\n" */
+  int control_fd;             /* commands in: "reset\n", "adopt HOST PATH\n" */
   const char *connect_path;   /* the gateway's unix socket */
   const char *id;             /* names our connections to the gateway */
   int channel_fd;             /* the program's fd for its channel, 0 = none */
@@ -876,6 +877,46 @@ static int reset_root(struct sandbox_handle *sb) {
   return 0;
 }
 
+/* A spare sandbox (booted on an empty code layer: its runtime is loaded,
+ * no function yet) becomes one function's. Its code layer and hostname
+ * change, then the usual reset moves the running runtime onto a root with
+ * the function's code. One way only: nothing hands a sandbox back.
+ * Command: "adopt HOSTNAME CODE_LAYER_PATH". */
+static int adopt(struct sandbox_handle *sb, char *args) {
+  struct layer none = { .tmpfs_fd = -1, .root_fd = -1 };
+  char *path = strchr(args, ' ');
+  if (!path || path == args || path - args > 64) { errno = EINVAL; return reset_fail(sb, "adopt_arguments", &none); }
+  *path++ = 0;
+  STEP("open_code_layer");
+  int code = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (code < 0) return reset_fail(sb, "open_code_layer", &none);
+
+  /* The hostname lives in the sandbox's UTS namespace: step in, set, back. */
+  STEP("adopt_hostname");
+  char ns_path[64];
+  snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/uts", sb->init);
+  int home = open("/proc/self/ns/uts", O_RDONLY | O_CLOEXEC);
+  int theirs = open(ns_path, O_RDONLY | O_CLOEXEC);
+  int named = home >= 0 && theirs >= 0 && setns(theirs, CLONE_NEWUTS) == 0;
+  int saved = errno;
+  if (named && sethostname(args, strlen(args)) < 0) { named = 0; saved = errno; }
+  if (home >= 0 && setns(home, CLONE_NEWUTS) < 0) die(EXIT_MOUNT, "return to host UTS namespace");
+  if (home >= 0) close(home);
+  if (theirs >= 0) close(theirs);
+  if (!named) { close(code); errno = saved; return reset_fail(sb, "adopt_hostname", &none); }
+
+  /* The layer built ahead has the old code in it. */
+  if (sb->has_next) {
+    close(sb->next.root_fd);
+    close(sb->next.tmpfs_fd);
+    if (sb->next.holder[0]) { umount2(sb->next.holder, MNT_DETACH); rmdir(sb->next.holder); }
+    sb->has_next = 0;
+  }
+  close(cfg.lower_fds[0]);
+  cfg.lower_fds[0] = code;
+  return reset_root(sb);
+}
+
 /* ---------- connections to the gateway ---------- */
 
 /* Each connection starts with one line naming the sandbox and the role of
@@ -1041,7 +1082,7 @@ static int run_monitor(int argc, char **argv) {
   int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
   if (pidfd < 0) die(EXIT_INIT, "pidfd_open");
   struct pollfd fds[2] = { { pidfd, POLLIN, 0 }, { cfg.control_fd, POLLIN, 0 } };
-  char command[64];
+  char command[PATH_MAX + 128];
   size_t command_len = 0;
   for (;;) {
     if (poll(fds, cfg.control_fd >= 0 ? 2 : 1, -1) < 0) { if (errno == EINTR) continue; die(EXIT_INIT, "poll"); }
@@ -1058,8 +1099,9 @@ static int run_monitor(int argc, char **argv) {
       char *newline;
       while ((newline = memchr(command, '\n', command_len))) {
         *newline = 0;
-        if (strcmp(command, "reset") == 0) {
-          reset_root(&sb);
+        if (strcmp(command, "reset") == 0 || strncmp(command, "adopt ", 6) == 0) {
+          if (command[0] == 'r') reset_root(&sb);
+          else adopt(&sb, command + 6);
           /* Reply sent: build the one after while the sandbox works. */
           prepare_next_layer(&sb);
         }

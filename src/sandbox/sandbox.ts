@@ -6,7 +6,7 @@ import { FnboxError } from '../errors.js';
 import type { CallMeter, CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
 import type { IdRanges } from './ids.js';
 import type { LaunchedSandbox, LauncherEvent } from './launcher.js';
-import type { SandboxSpec } from './spec.js';
+import { HOSTNAME_PATTERN, type SandboxSpec } from './spec.js';
 
 export type ExitReason = 'exited' | 'signaled' | 'oom' | 'killed';
 
@@ -65,14 +65,19 @@ export class Sandbox {
   private programPid?: number;
   private callMeter?: CallMeter;
 
+  /** What the sandbox runs now (adopt() changes its code layer and hostname). */
+  get spec(): SandboxSpec {
+    return this.currentSpec;
+  }
+
   constructor(
-    readonly spec: SandboxSpec,
+    private currentSpec: SandboxSpec,
     readonly cgroup: SandboxCgroup,
     readonly hostIdBase: number,
     private readonly launched: LaunchedSandbox,
     private readonly deps: SandboxDeps,
   ) {
-    this.id = spec.id;
+    this.id = currentSpec.id;
     this.initPid = launched.initPid;
     this.monitorPid = launched.monitorPid;
     this.bootUs = launched.bootUs;
@@ -163,14 +168,33 @@ export class Sandbox {
   async resetRoot(options: { force?: boolean } = {}): Promise<ResetResult> {
     if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
     if (!options.force && !this.isDirty()) return { skipped: true, us: 0 };
+    return this.swapRoot('reset\n', 'root reset');
+  }
+
+  /**
+   * Makes a spare sandbox (booted on an empty code layer, its runtime
+   * loaded) one function's: the top layer becomes `codeLayer`, the
+   * hostname `hostname`, and the running program moves onto a fresh root
+   * with that code in it. There is no way back to spare.
+   */
+  async adopt(codeLayer: string, hostname: string): Promise<ResetResult> {
+    if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
+    if (!codeLayer.startsWith('/') || /[:,\n]/.test(codeLayer)) throw new FnboxError('SandboxError', `code layer ${JSON.stringify(codeLayer)} must be an absolute path without ':', ',' or a newline`);
+    if (!HOSTNAME_PATTERN.test(hostname)) throw new FnboxError('SandboxError', `hostname ${JSON.stringify(hostname)} must match ${HOSTNAME_PATTERN}`);
+    const result = await this.swapRoot(`adopt ${hostname} ${codeLayer}\n`, 'adoption');
+    this.currentSpec = { ...this.currentSpec, lowers: [codeLayer, ...this.currentSpec.lowers.slice(1)], hostname };
+    return result;
+  }
+
+  private async swapRoot(command: string, what: string): Promise<ResetResult> {
     // Let go of the old layer first: the monitor's close is then the last one,
     // and the layer is torn down there, not in this process's event loop.
     this.closeUpperDir();
     const reply = new Promise<Extract<LauncherEvent, { event: 'reset' }>>((resolve) => this.resetWaiters.push(resolve));
-    this.launched.control.write('reset\n');
+    this.launched.control.write(command);
     const event = await reply;
     if (!event.ok) {
-      throw new FnboxError('SandboxError', `sandbox ${this.id}: root reset failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
+      throw new FnboxError('SandboxError', `sandbox ${this.id}: ${what} failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
     }
     this.upperFd = event.upper_fd;
     await this.killStaleRoots();

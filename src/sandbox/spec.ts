@@ -103,6 +103,8 @@ export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys'
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin';
 
 const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/;
+/** What fnbox sets as a sandbox's hostname: one word the kernel takes (at most 64 bytes). */
+export const HOSTNAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
 function invalid(message: string): FnboxError {
   return new FnboxError('SandboxError', `invalid sandbox spec: ${message}`);
@@ -120,6 +122,8 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
   if (!Number.isInteger(options.hostIdBase) || options.hostIdBase < ID_RANGE) {
     throw invalid(`hostIdBase ${options.hostIdBase} must be an integer >= ${ID_RANGE}: host root and system ids stay unmapped`);
   }
+  const hostname = options.hostname ?? `fnbox-${options.id}`.slice(0, 63);
+  if (!HOSTNAME_PATTERN.test(hostname)) throw invalid(`hostname ${JSON.stringify(hostname)} must match ${HOSTNAME_PATTERN}`);
   const { limits } = options;
   const env = {
     PATH: DEFAULT_PATH,
@@ -144,7 +148,7 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
     readonlyPaths: [...READONLY_PATHS],
     // Defense in depth behind seccomp: this user namespace may not create another.
     sysctls: { 'user/max_user_namespaces': '0' },
-    hostname: options.hostname ?? `fnbox-${options.id}`.slice(0, 63),
+    hostname,
     loopbackUp: true,
     uidMaps: idMap,
     gidMaps: idMap,

@@ -207,3 +207,68 @@ describe('resetRoot', () => {
     }
   });
 });
+
+describe('adopt (a spare sandbox becomes a function\'s)', () => {
+  /** A shell on an empty code layer that reports what /code holds and its hostname each time it is poked. */
+  async function bootSpareProbe(): Promise<{ sandbox: Sandbox; lines: string[]; emptyLayer: string }> {
+    const emptyLayer = tempDir('empty-layer');
+    mkdirSync(join(emptyLayer, 'code'));
+    const script = 'while read -r _; do echo "code $(cat /code/data.txt 2>/dev/null || echo none) host $(cat /proc/sys/kernel/hostname) pid $$"; done';
+    const sandbox = await host.boot({
+      layers: [emptyLayer, image('shell').rootfs],
+      argv: ['/bin/sh', '-c', `while :; do sleep 0.02; echo; done | (${script})`],
+      hostname: 'spare-probe',
+      captureLogs: true,
+    });
+    const lines: string[] = [];
+    let partial = '';
+    sandbox.log!.on('data', (chunk: Buffer) => {
+      partial += chunk.toString();
+      const parts = partial.split('\n');
+      partial = parts.pop()!;
+      lines.push(...parts);
+    });
+    sandbox.log!.resume();
+    return { sandbox, lines, emptyLayer };
+  }
+
+  it('swaps in the code layer and hostname under the running process (same PID), on a fresh root', async () => {
+    const { sandbox, lines, emptyLayer } = await bootSpareProbe();
+    try {
+      const before = await waitFor(lines, (l) => l.startsWith('code none host spare-probe pid '));
+      const pid = before.split(' pid ')[1];
+      const hostPid = sandbox.pid;
+      const upperBefore = sandbox.upperDir;
+
+      await sandbox.adopt(codeLayer, 'adopted-fn');
+
+      expect(await waitFor(lines, (l) => l.startsWith('code original '), lines.length)).toBe(`code original host adopted-fn pid ${pid}`);
+      expect(sandbox.pid).toBe(hostPid);
+      expect(sandbox.spec.lowers[0]).toBe(codeLayer);
+      expect(sandbox.spec.hostname).toBe('adopted-fn');
+      // The kernel's view from outside: the init's root holds the new code; the UTS namespace has the new name.
+      expect(readFileSync(`/proc/${sandbox.initPid}/root/code/data.txt`, 'utf8')).toBe('original\n');
+      expect(sandbox.upperDir).not.toBe(upperBefore);
+      expect(readdirSync(join(emptyLayer, 'code'))).toEqual([]);
+    } finally {
+      await sandbox.destroy();
+      rmSync(emptyLayer, { recursive: true, force: true });
+    }
+  });
+
+  it('a bad code layer or hostname is refused and the sandbox keeps running as it was', async () => {
+    const { sandbox, lines, emptyLayer } = await bootSpareProbe();
+    try {
+      await waitFor(lines, (l) => l.startsWith('code none host spare-probe'));
+      await expect(sandbox.adopt(join(codeLayer, 'missing'), 'fn')).rejects.toMatchObject({ code: 'SandboxError', details: { step: 'open_code_layer' } });
+      await expect(sandbox.adopt(codeLayer, 'two words')).rejects.toMatchObject({ code: 'SandboxError' });
+      await expect(sandbox.adopt('relative/path', 'fn')).rejects.toMatchObject({ code: 'SandboxError' });
+      expect(sandbox.alive).toBe(true);
+      expect(await waitFor(lines, (l) => l.startsWith('code '), lines.length)).toMatch(/^code none host spare-probe pid /);
+      expect(sandbox.spec.lowers[0]).toBe(emptyLayer);
+    } finally {
+      await sandbox.destroy();
+      rmSync(emptyLayer, { recursive: true, force: true });
+    }
+  });
+});
