@@ -7,21 +7,32 @@
 //   "index.handler"  file index.mjs/.js/.cjs, export `handler`: async (event, context)
 //   "index"          the default export: a Workers module { fetch(request, env, ctx) }
 //                    or a function (event, context)
+//
+// Spare mode (FNBOX_SPARE=1): started before any function is known, on an
+// empty /code. It reports ready at once; the host then moves it onto a root
+// with a function's code and sends one "adopt" frame carrying what the
+// FNBOX_* variables would have said. From there on it is that function's.
 import { existsSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { failInit, outputBudget, send, serve } from './channel.mjs';
 
 const CODE_DIR = process.env.FNBOX_CODE_DIR || '/code';
-const HANDLER = process.env.FNBOX_HANDLER || 'index';
-const FUNCTION_NAME = process.env.FNBOX_FUNCTION || 'function';
-const MEMORY_MB = Number(process.env.FNBOX_MEMORY_MB || 128);
-const MAX_RESPONSE = Number(process.env.FNBOX_MAX_RESPONSE_BYTES || 6 * 1024 * 1024);
-const MAX_LOG = Number(process.env.FNBOX_MAX_LOG_BYTES || 64 * 1024);
+const SPARE = process.env.FNBOX_SPARE === '1';
 const INTERNAL = /^FNBOX_/;
 
-// The function's own environment (what Workers calls `env`), without ours.
-const functionEnv = Object.freeze(Object.fromEntries(Object.entries(process.env).filter(([key]) => !INTERNAL.test(key))));
-for (const key of Object.keys(process.env)) if (INTERNAL.test(key)) delete process.env[key];
+let HANDLER, FUNCTION_NAME, MEMORY_MB, MAX_RESPONSE, MAX_LOG, functionEnv;
+
+function configure(settings, env) {
+  HANDLER = settings.FNBOX_HANDLER || 'index';
+  FUNCTION_NAME = settings.FNBOX_FUNCTION || 'function';
+  MEMORY_MB = Number(settings.FNBOX_MEMORY_MB || 128);
+  MAX_RESPONSE = Number(settings.FNBOX_MAX_RESPONSE_BYTES || 6 * 1024 * 1024);
+  MAX_LOG = Number(settings.FNBOX_MAX_LOG_BYTES || 64 * 1024);
+  for (const key of Object.keys(process.env)) if (INTERNAL.test(key)) delete process.env[key];
+  Object.assign(process.env, env);
+  // The function's own environment (what Workers calls `env`), without ours.
+  functionEnv = Object.freeze(Object.fromEntries(Object.entries(process.env).filter(([key]) => !INTERNAL.test(key))));
+}
 
 // ---- logs: what the function prints during a call goes back with the call ----
 
@@ -167,16 +178,34 @@ async function handle(loaded, header, body) {
 
 // ---- start ----
 
-try {
-  process.chdir(CODE_DIR);
-  const loaded = await loadHandler();
-  if (loaded.style === 'workers') {
-    // undici loads lazily: pay for it at start, not in the first call.
-    await new Response(new Request('http://warm.up/', { method: 'POST', body: 'x' }).body).arrayBuffer();
+async function load() {
+  try {
+    process.chdir(CODE_DIR);
+    const loaded = await loadHandler();
+    if (loaded.style === 'workers') {
+      // undici loads lazily: pay for it at start, not in the first call.
+      await new Response(new Request('http://warm.up/', { method: 'POST', body: 'x' }).body).arrayBuffer();
+    }
+    process.chdir('/');
+    send({ k: 'ready', runtime: 'node', version: process.version });
+    return loaded;
+  } catch (error) {
+    failInit(error);
+    return new Promise(() => {}); // exiting
   }
-  process.chdir('/');
-  send({ k: 'ready', runtime: 'node', version: process.version });
+}
+
+if (SPARE) {
+  send({ k: 'ready', runtime: 'node', version: process.version, spare: true });
+  let loaded;
+  serve(async (header, body) => {
+    if (loaded) return handle(loaded, header, body);
+    if (header.k !== 'adopt') return failInit(new Error(`a spare runtime expects "adopt" first, not "${header.k}"`));
+    configure(header.settings, header.env);
+    loaded = await load();
+  });
+} else {
+  configure(process.env, {});
+  const loaded = await load();
   serve((header, body) => handle(loaded, header, body));
-} catch (error) {
-  failInit(error);
 }

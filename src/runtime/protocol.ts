@@ -23,9 +23,18 @@ export interface InvokeHeader {
   headers: Pairs;
 }
 
+/** Host → spare runtime, once: the function it now serves (see Worker.adopt). */
+export interface AdoptHeader {
+  k: 'adopt';
+  /** What the FNBOX_* variables say to a runtime started for one function. */
+  settings: Record<string, string>;
+  /** The function's environment variables. */
+  env: Record<string, string>;
+}
+
 /** Runtime → host. */
 export type RuntimeHeader =
-  | { k: 'ready'; runtime: string; version: string }
+  | { k: 'ready'; runtime: string; version: string; spare?: boolean }
   | { k: 'init_error'; message: string; stack?: string }
   | { k: 'log'; id: string; stream: 'stdout' | 'stderr'; truncated?: number }
   | { k: 'result'; id: string; status: number; headers: Pairs }
@@ -73,7 +82,8 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxBodyBytes: number) {}
+  /** Raised when a spare runtime is adopted by a function with its own limits. */
+  constructor(public maxBodyBytes: number) {}
 
   push(chunk: Buffer): Frame[] {
     this.chunks.push(chunk);

@@ -7,7 +7,7 @@ import { FnboxError } from '../errors.js';
 import type { ImageStore } from '../images/index.js';
 import type { Sandbox, SandboxHost } from '../sandbox/index.js';
 import { RUNTIMES, type RuntimeKind } from './kinds.js';
-import { encodeFrame, FrameDecoder, FrameTooLargeError, type Frame, type InvokeHeader, type Pairs, type RuntimeHeader } from './protocol.js';
+import { encodeFrame, FrameDecoder, FrameTooLargeError, type AdoptHeader, type Frame, type InvokeHeader, type Pairs, type RuntimeHeader } from './protocol.js';
 
 export interface WorkerConfig {
   functionName: string;
@@ -74,7 +74,31 @@ export interface InvokeOptions {
   signal?: CancelSignal;
 }
 
-type WorkerState = 'idle' | 'busy' | 'dead';
+/** spare: a runtime with no function yet, waiting for adopt(). */
+type WorkerState = 'spare' | 'idle' | 'busy' | 'dead';
+
+/**
+ * The limits a sandbox is booted with (cgroup, tmpfs, rlimits, the V8 heap
+ * flag): a spare can be adopted only by a function of the same shape.
+ */
+export type SpareShape = Pick<WorkerConfig, 'runtime' | 'memoryMb' | 'cpus' | 'tmpMb' | 'pidsMax'>;
+
+export function spareShapeKey(shape: SpareShape): string {
+  return `${shape.runtime}/${shape.memoryMb}MiB/${shape.cpus ?? 'uncapped'}cpu/${shape.tmpMb}MiB-tmp/${shape.pidsMax}pids`;
+}
+
+/** What a runtime is told about its function: FNBOX_* variables at boot, or the adopt frame. */
+function runtimeSettings(config: WorkerConfig): Record<string, string> {
+  return {
+    FNBOX_HANDLER: config.handler,
+    FNBOX_FUNCTION: config.functionName,
+    FNBOX_MEMORY_MB: String(config.memoryMb),
+    FNBOX_MAX_RESPONSE_BYTES: String(config.maxResponseBytes),
+    FNBOX_MAX_LOG_BYTES: String(config.maxLogBytes),
+  };
+}
+
+const hostnameOf = (config: WorkerConfig): string => config.functionName.slice(0, 63);
 
 interface ActiveCall {
   id: string;
@@ -92,8 +116,10 @@ export class Worker {
   calls = 0;
   lastUsedAt = Date.now();
   readonly startedAt = Date.now();
-  /** From boot to ready, including the first root reset; set once by start(). */
+  /** From boot (or adoption) to ready, including the first root reset. */
   bootMs = 0;
+  /** Started as a spare and adopted: the cold start skipped boot and interpreter start. */
+  adopted = false;
   private active?: ActiveCall;
   private settling: Promise<void> = Promise.resolve();
   /** The cpu counter when the receipt window of the next call opened. */
@@ -103,8 +129,8 @@ export class Worker {
   private onFrame?: (frame: Frame<RuntimeHeader>) => void;
   private readonly goneListeners: Array<(worker: Worker) => void> = [];
 
-  private constructor(readonly sandbox: Sandbox, readonly config: WorkerConfig) {
-    this.decoder = new FrameDecoder(config.maxResponseBytes + config.maxLogBytes);
+  private constructor(readonly sandbox: Sandbox, private currentConfig: WorkerConfig) {
+    this.decoder = new FrameDecoder(currentConfig.maxResponseBytes + currentConfig.maxLogBytes);
     const channel = sandbox.channel!;
     channel.on('data', (chunk: Buffer) => this.receive(chunk));
     channel.on('error', () => {});
@@ -116,24 +142,55 @@ export class Worker {
   }
 
   /** Boots the runtime and resolves once the function is loaded. */
+  /** The function this worker serves (a spare's placeholder until adopt()). */
+  get config(): WorkerConfig {
+    return this.currentConfig;
+  }
+
   static async start(host: SandboxHost, images: ImageStore, config: WorkerConfig): Promise<Worker> {
+    const started = performance.now();
+    const worker = await Worker.boot(host, images, config, { ...config.env, ...runtimeSettings(config) });
+    try {
+      await worker.waitReady();
+      // Start calls on a fresh layer: the boot layer stays pinned by the
+      // runtime's own executable mappings, so nothing a call writes may land there.
+      await worker.sandbox.resetRoot({ force: true });
+    } catch (error) {
+      await worker.sandbox.destroy();
+      throw error;
+    }
+    worker.becomeIdle(started);
+    return worker;
+  }
+
+  /**
+   * Boots a runtime for no function yet, on `emptyLayer` (a directory with
+   * an empty code/): the interpreter is started and its loader warm, so a
+   * cold start that adopt()s it skips the boot and the interpreter start.
+   */
+  static async startSpare(host: SandboxHost, images: ImageStore, shape: SpareShape, emptyLayer: string): Promise<Worker> {
+    if (!RUNTIMES[shape.runtime].spares) throw new FnboxError('SandboxError', `the ${shape.runtime} runtime cannot start as a spare`);
+    const config: WorkerConfig = { ...DEFAULT_WORKER_LIMITS, ...shape, functionName: 'spare', handler: '', codeLayer: emptyLayer, env: {} };
+    const worker = await Worker.boot(host, images, config, { FNBOX_SPARE: '1', FNBOX_MEMORY_MB: String(shape.memoryMb) });
+    try {
+      await worker.waitReady();
+    } catch (error) {
+      await worker.sandbox.destroy();
+      throw error;
+    }
+    worker.state = 'spare';
+    return worker;
+  }
+
+  private static async boot(host: SandboxHost, images: ImageStore, config: WorkerConfig, env: Record<string, string>): Promise<Worker> {
     const launch = RUNTIMES[config.runtime];
     const image = await images.get(launch.image);
-    const started = performance.now();
     const sandbox = await host.boot({
       layers: [config.codeLayer, image.rootfs],
       argv: launch.argv(image, config.memoryMb),
       cwd: '/code',
-      env: {
-        ...config.env,
-        ...launch.env,
-        FNBOX_HANDLER: config.handler,
-        FNBOX_FUNCTION: config.functionName,
-        FNBOX_MEMORY_MB: String(config.memoryMb),
-        FNBOX_MAX_RESPONSE_BYTES: String(config.maxResponseBytes),
-        FNBOX_MAX_LOG_BYTES: String(config.maxLogBytes),
-      },
-      hostname: config.functionName.slice(0, 63),
+      env: { ...env, ...launch.env },
+      hostname: hostnameOf(config),
       limits: {
         memoryBytes: config.memoryMb * 1024 * 1024,
         cpus: config.cpus,
@@ -143,20 +200,43 @@ export class Worker {
       channel: true,
       captureLogs: true,
     });
-    const worker = new Worker(sandbox, config);
+    return new Worker(sandbox, config);
+  }
+
+  /**
+   * Makes this spare the function's: the sandbox gets the function's code
+   * layer and hostname on a fresh root (Sandbox.adopt), the runtime loads
+   * the function and reports ready. A spare serves one function for life.
+   */
+  async adopt(config: WorkerConfig): Promise<void> {
+    if (this.state !== 'spare') throw new FnboxError('SandboxError', `only a spare can be adopted; this worker is ${this.state}`);
+    if (spareShapeKey(config) !== spareShapeKey(this.config)) {
+      throw new FnboxError('SandboxError', `a spare of shape ${spareShapeKey(this.config)} cannot serve a function of shape ${spareShapeKey(config)}`);
+    }
+    const started = performance.now();
+    this.state = 'busy';
+    this.currentConfig = config;
+    this.decoder.maxBodyBytes = config.maxResponseBytes + config.maxLogBytes;
     try {
-      await worker.waitReady();
-      // Start calls on a fresh layer: the boot layer stays pinned by the
-      // runtime's own executable mappings, so nothing a call writes may land there.
-      await sandbox.resetRoot({ force: true });
+      await this.sandbox.adopt(config.codeLayer, hostnameOf(config));
+      const ready = this.waitReady();
+      const adoption: AdoptHeader = { k: 'adopt', settings: runtimeSettings(config), env: { ...config.env, ...RUNTIMES[config.runtime].env } };
+      for (const part of encodeFrame(adoption)) this.sandbox.channel!.write(part);
+      await ready;
+      // Whatever loading the function wrote is not the first call's to see.
+      await this.sandbox.resetRoot();
     } catch (error) {
-      await sandbox.destroy();
+      await this.destroy();
       throw error;
     }
-    worker.armMeter();
-    worker.bootMs = performance.now() - started;
-    worker.state = 'idle';
-    return worker;
+    this.adopted = true;
+    this.becomeIdle(started);
+  }
+
+  private becomeIdle(startedAt: number): void {
+    this.armMeter();
+    this.bootMs = performance.now() - startedAt;
+    this.state = 'idle';
   }
 
   private waitReady(): Promise<void> {

@@ -1,0 +1,113 @@
+// Spare runtimes: a node runtime started before any function is known,
+// then adopted by one (Worker.startSpare + Worker.adopt, src/pool/spares.ts).
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SandboxHost } from '../../src/sandbox/index.js';
+import { DEFAULT_WORKER_LIMITS, Worker, type WorkerConfig } from '../../src/runtime/worker.js';
+import { imageStore, openTestHost, tempDir } from '../support/env.js';
+import { FIXTURES, json, request } from './helpers.js';
+
+let host: SandboxHost;
+let cleanup: () => Promise<void>;
+let emptyLayer: string;
+
+const configFor = (fixture: string, handler: string, overrides: Partial<WorkerConfig> = {}): WorkerConfig => ({
+  ...DEFAULT_WORKER_LIMITS,
+  functionName: fixture,
+  runtime: 'node',
+  handler,
+  codeLayer: join(FIXTURES, fixture),
+  env: {},
+  timeoutMs: 5000,
+  ...overrides,
+});
+
+const startSpare = (config: WorkerConfig): Promise<Worker> => Worker.startSpare(host, imageStore(), config, emptyLayer);
+
+beforeAll(async () => {
+  ({ host, cleanup } = await openTestHost('spares'));
+  emptyLayer = tempDir('spare-layer');
+  mkdirSync(join(emptyLayer, 'code'));
+});
+afterAll(async () => {
+  await cleanup();
+  rmSync(emptyLayer, { recursive: true, force: true });
+});
+
+describe('spare node runtimes', () => {
+  it('a spare adopted by a function serves it: its code, env, hostname and limits; the same process', async () => {
+    const config = configFor('node-workers', 'index', { env: { GREETING: 'from the manifest' } });
+    const spare = await startSpare(config);
+    try {
+      expect(spare.state).toBe('spare');
+      const pid = spare.sandbox.pid!;
+      // Before adoption the runtime runs on the empty layer, with no function env.
+      expect(readFileSync(`/proc/${pid}/environ`, 'utf8')).not.toContain('GREETING');
+      await spare.adopt(config);
+      expect(spare.state).toBe('idle');
+      expect(spare.adopted).toBe(true);
+      expect(spare.sandbox.pid).toBe(pid);
+      const env = json((await spare.invoke(request('/env'))).body) as { env: Record<string, string>; processEnvHasInternal: boolean };
+      expect(env.env.GREETING).toBe('from the manifest');
+      expect(env.processEnvHasInternal).toBe(false);
+      const echo = await spare.invoke(request('/echo', 'hi', [['content-type', 'text/plain'], ['x-status', '201']]));
+      expect([echo.status, echo.body.toString()]).toEqual([201, 'hi']);
+      expect(readFileSync(`/proc/${spare.sandbox.initPid}/root/code/index.mjs`, 'utf8')).toContain('fetch(request, env)');
+      expect(spare.sandbox.spec.hostname).toBe('node-workers');
+      // The cgroup limits it was booted with are the function's.
+      expect(Number(readFileSync(join(spare.sandbox.cgroup.primaryDir, host.cgroups.mode === 'v2' ? 'memory.max' : 'memory.limit_in_bytes'), 'utf8'))).toBe(config.memoryMb * 1024 * 1024);
+    } finally {
+      await spare.destroy();
+    }
+  });
+
+  it('the hostname inside is the function\'s after adoption', async () => {
+    const config = configFor('node-lambda', 'handler.handler');
+    const spare = await startSpare(config);
+    try {
+      expect(execFileSync('nsenter', ['--target', String(spare.sandbox.pid), '--uts', 'cat', '/proc/sys/kernel/hostname'], { encoding: 'utf8' })).toBe('spare\n');
+      await spare.adopt(config);
+      // The sandbox's UTS namespace, read by a host process that joins only that namespace.
+      const hostname = (pid: number): string => execFileSync('nsenter', ['--target', String(pid), '--uts', 'cat', '/proc/sys/kernel/hostname'], { encoding: 'utf8' });
+      expect(hostname(spare.sandbox.pid!)).toBe('node-lambda\n');
+      expect(hostname(spare.sandbox.initPid)).toBe('node-lambda\n');
+    } finally {
+      await spare.destroy();
+    }
+  });
+
+  it('a function whose module fails to load is an InitError on adoption, and the spare is gone', async () => {
+    const config = configFor('node-bad', 'index');
+    const spare = await startSpare(config);
+    const initPid = spare.sandbox.initPid;
+    await expect(spare.adopt(config)).rejects.toMatchObject({ code: 'InitError' });
+    expect(spare.state).toBe('dead');
+    await spare.sandbox.exited;
+    for (let i = 0; i < 100 && readFileSyncOrNull(`/proc/${initPid}/stat`); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(readFileSyncOrNull(`/proc/${initPid}/stat`)).toBeNull();
+  });
+
+  it('refuses a function of another shape, and a second adoption', async () => {
+    const config = configFor('node-lambda', 'handler.handler');
+    const spare = await startSpare(config);
+    try {
+      await expect(spare.adopt({ ...config, memoryMb: 256 })).rejects.toMatchObject({ code: 'SandboxError', message: expect.stringContaining('shape') });
+      expect(spare.state).toBe('spare');
+      await spare.adopt(config);
+      await expect(spare.adopt(configFor('node-workers', 'index'))).rejects.toMatchObject({ code: 'SandboxError', message: expect.stringContaining('only a spare') });
+      expect((await spare.invoke(request('/', '{"name":"x"}', [['content-type', 'application/json']]))).status).toBe(200);
+    } finally {
+      await spare.destroy();
+    }
+  });
+});
+
+function readFileSyncOrNull(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
