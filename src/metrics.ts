@@ -17,6 +17,9 @@ export class Metrics {
   // Counted when scraped, not set on every call: the hot path stays free of it.
   readonly sandboxes: Gauge = new Gauge({ name: 'fnbox_sandboxes', help: 'Live sandboxes by function and state (idle, busy, booting)', labelNames: ['function', 'state'], registers: [this.registry], collect: () => this.countSandboxes() });
   private sandboxSource?: () => Iterable<SandboxCount>;
+  private spareSource?: () => Iterable<{ shape: string; ready: number; booting: number }>;
+  readonly spares: Gauge = new Gauge({ name: 'fnbox_spare_sandboxes', help: 'Spare runtimes (started, no function yet) by shape and state (ready, booting)', labelNames: ['shape', 'state'], registers: [this.registry], collect: () => this.countSpares() });
+  readonly spareAdoptions = new Counter({ name: 'fnbox_spare_adoptions_total', help: 'Cold starts served by adopting a spare runtime instead of booting', labelNames: ['function'], registers: [this.registry] });
   readonly boots = new Counter({ name: 'fnbox_sandbox_boots_total', help: 'Sandboxes booted, by function and result', labelNames: ['function', 'result'], registers: [this.registry] });
   readonly evictions = new Counter({ name: 'fnbox_evictions_total', help: 'Idle sandboxes destroyed to make room for another function', labelNames: ['function'], registers: [this.registry] });
   readonly oomKills = new Counter({ name: 'fnbox_oom_kills_total', help: 'Calls ended by the OOM killer', labelNames: ['function'], registers: [this.registry] });
@@ -31,6 +34,18 @@ export class Metrics {
   /** Where fnbox_sandboxes comes from (the dispatcher's pools), read at scrape time. */
   countSandboxesWith(source: () => Iterable<SandboxCount>): void {
     this.sandboxSource = source;
+  }
+
+  countSparesWith(source: () => Iterable<{ shape: string; ready: number; booting: number }>): void {
+    this.spareSource = source;
+  }
+
+  private countSpares(): void {
+    this.spares.reset();
+    for (const { shape, ready, booting } of this.spareSource?.() ?? []) {
+      this.spares.set({ shape, state: 'ready' }, ready);
+      this.spares.set({ shape, state: 'booting' }, booting);
+    }
   }
 
   private countSandboxes(): void {

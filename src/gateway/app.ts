@@ -77,7 +77,16 @@ function describeFunction(fn: StoredFunction, pool: FunctionPool | undefined): R
   };
 }
 
-function describeSandbox(pool: FunctionPool, worker: Worker): Record<string, unknown> {
+/** Every live sandbox with the revision it serves (none for a spare). */
+function liveSandboxes(dispatcher: Dispatcher): Array<{ worker: Worker; revision?: string }> {
+  return [
+    ...dispatcher.allPools().flatMap((pool) => pool.liveWorkers().map((worker) => ({ worker, revision: pool.config.revision }))),
+    ...dispatcher.spares.liveWorkers().map((worker) => ({ worker })),
+  ];
+}
+
+function describeSandbox({ worker, revision }: { worker: Worker; revision?: string }): Record<string, unknown> {
+  const config = worker.config;
   const sandbox = worker.sandbox;
   let usage: Record<string, number> | undefined;
   try {
@@ -87,8 +96,8 @@ function describeSandbox(pool: FunctionPool, worker: Worker): Record<string, unk
   }
   return {
     id: sandbox.id,
-    function: pool.config.functionName,
-    revision: pool.config.revision,
+    function: worker.state === 'spare' ? null : config.functionName,
+    revision: revision ?? null,
     state: worker.state,
     calls: worker.calls,
     bootMs: Math.round(worker.bootMs * 1000) / 1000,
@@ -105,7 +114,8 @@ function describeSandbox(pool: FunctionPool, worker: Worker): Record<string, unk
     cpuUsageUs: usage?.cpuUsageUs,
     pids: usage?.pidsCurrent,
     upperDir: sandbox.upperDir,
-    limits: { memoryMb: pool.config.worker.memoryMb, cpus: pool.config.worker.cpus, pidsMax: pool.config.worker.pidsMax, tmpMb: pool.config.worker.tmpMb },
+    limits: { memoryMb: config.memoryMb, cpus: config.cpus, pidsMax: config.pidsMax, tmpMb: config.tmpMb },
+    adoptedFromSpare: worker.adopted,
     enter: `nsenter --target ${sandbox.initPid} --all --setuid ${PROGRAM_UID} --setgid ${PROGRAM_GID} /bin/sh`,
   };
 }
@@ -150,6 +160,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     sandboxes: deps.host.live().length,
     functions: deps.store.list().length,
     capacity: { usedBytes: deps.dispatcher.capacity.usedBytes, limitBytes: deps.dispatcher.capacity.limitBytes },
+    spares: deps.dispatcher.spares.stats(),
   }));
 
   app.get('/metrics', admin, async (c) => {
@@ -252,16 +263,12 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
 
   // ---- introspection ----
 
-  app.get('/sandboxes', admin, (c) => c.json({
-    sandboxes: deps.dispatcher.allPools().flatMap((pool) => pool.liveWorkers().map((worker) => describeSandbox(pool, worker))),
-  }));
+  app.get('/sandboxes', admin, (c) => c.json({ sandboxes: liveSandboxes(deps.dispatcher).map(describeSandbox) }));
 
   app.get('/sandboxes/:id', admin, (c) => {
-    for (const pool of deps.dispatcher.allPools()) {
-      const worker = pool.liveWorkers().find((w) => w.sandbox.id === c.req.param('id'));
-      if (worker) return c.json(describeSandbox(pool, worker));
-    }
-    throw new FnboxError('NotFound', `no live sandbox ${c.req.param('id')}`);
+    const found = liveSandboxes(deps.dispatcher).find(({ worker }) => worker.sandbox.id === c.req.param('id'));
+    if (!found) throw new FnboxError('NotFound', `no live sandbox ${c.req.param('id')}`);
+    return c.json(describeSandbox(found));
   });
 
   return app;

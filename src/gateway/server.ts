@@ -53,6 +53,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     maxPayloadBytes: config.maxPayloadMb * 1024 * 1024,
     maxResponseBytes: Math.max(6, config.maxPayloadMb) * 1024 * 1024,
     queueWaitMs: config.queueWaitMs,
+    sparesPerShape: config.spares,
   });
   const deps: GatewayDeps = {
     store, dispatcher, host, metrics, log,

@@ -26,9 +26,13 @@ export class Capacity {
     this.members.delete(member);
   }
 
-  /** Reserves `bytes` for `requester`, evicting others' idle sandboxes if needed. */
-  reserve(bytes: number, requester: Evictable): boolean {
+  /**
+   * Reserves `bytes` for `requester`, evicting others' idle sandboxes if
+   * needed (unless `evict` is false: spares take only free room).
+   */
+  reserve(bytes: number, requester: Evictable, evict = true): boolean {
     while (this.used + bytes > this.limitBytes) {
+      if (!evict) return false;
       let oldest: { lastUsedAt: number; evict: () => void } | undefined;
       for (const member of this.members) {
         if (member === requester) continue;

@@ -6,11 +6,12 @@ import { FnboxError } from '../errors.js';
 import type { ImageStore } from '../images/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { DEFAULT_WORKER_LIMITS, Worker, type CancelSignal, type InvokeRequest, type WorkerConfig } from '../runtime/worker.js';
+import { DEFAULT_WORKER_LIMITS, type Worker, type CancelSignal, type InvokeRequest, type WorkerConfig } from '../runtime/worker.js';
 import type { SandboxHost } from '../sandbox/index.js';
 import type { Deployment, FunctionStore, StoredFunction } from '../store/store.js';
 import { Capacity } from './capacity.js';
 import { FunctionPool, type CallResult } from './pool.js';
+import { SparePool } from './spares.js';
 
 export interface DispatcherOptions {
   /** Sum of all sandboxes' memory limits; default half the machine's memory. */
@@ -19,12 +20,15 @@ export interface DispatcherOptions {
   maxResponseBytes?: number;
   /** How long a call may wait in a function's queue. */
   queueWaitMs?: number;
+  /** Spare runtimes kept per shape in use (src/pool/spares.ts); 0: none. */
+  sparesPerShape?: number;
 }
 
 export class Dispatcher {
   private readonly pools = new Map<string, FunctionPool>();
   private readonly draining = new Set<FunctionPool>();
   readonly capacity: Capacity;
+  readonly spares: SparePool;
   private readonly options: Required<DispatcherOptions>;
 
   constructor(
@@ -40,8 +44,11 @@ export class Dispatcher {
       maxPayloadBytes: options.maxPayloadBytes ?? DEFAULT_WORKER_LIMITS.maxPayloadBytes,
       maxResponseBytes: options.maxResponseBytes ?? DEFAULT_WORKER_LIMITS.maxResponseBytes,
       queueWaitMs: options.queueWaitMs ?? 10_000,
+      sparesPerShape: options.sparesPerShape ?? 1,
     };
     this.capacity = new Capacity(this.options.capacityBytes, (used) => metrics.capacityBytes.set({ kind: 'used' }, used));
+    this.spares = new SparePool(this.options.sparesPerShape, { host, images, capacity: this.capacity, metrics, log });
+    metrics.countSparesWith(() => this.spares.stats());
     metrics.capacityBytes.set({ kind: 'limit' }, this.options.capacityBytes);
     metrics.countSandboxesWith(() => this.allPools().map((pool) => {
       const { idle, busy, booting } = pool.stats;
@@ -83,8 +90,9 @@ export class Dispatcher {
       queueMax: m.queueMax,
       idleTtlSec: m.idleTtlSec,
       queueWaitMs: Math.max(this.options.queueWaitMs, 0),
-    }, { host: this.host, images: this.images, capacity: this.capacity, metrics: this.metrics, log: this.log });
+    }, { host: this.host, images: this.images, capacity: this.capacity, metrics: this.metrics, log: this.log, spares: this.spares });
     this.pools.set(fn.name, pool);
+    this.spares.want(pool.config.worker);
     return pool;
   }
 
@@ -116,7 +124,7 @@ export class Dispatcher {
    */
   async check(name: string, deployment: Deployment): Promise<Worker> {
     try {
-      return await Worker.start(this.host, this.images, this.workerConfig(name, deployment));
+      return await this.spares.start(this.workerConfig(name, deployment));
     } catch (error) {
       if (error instanceof FnboxError && error.code === 'InitError') {
         throw new FnboxError('InitError', error.message, { details: { ...error.details, phase: 'deploy' }, status: 400 });
@@ -164,6 +172,6 @@ export class Dispatcher {
   async close(deadlineMs = 10_000): Promise<void> {
     const all = this.allPools();
     this.pools.clear();
-    await Promise.all(all.map((pool) => pool.drain(deadlineMs)));
+    await Promise.all([...all.map((pool) => pool.drain(deadlineMs)), this.spares.close()]);
   }
 }

@@ -8,8 +8,9 @@ import type { ImageStore } from '../images/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { SandboxHost } from '../sandbox/index.js';
-import { Worker, type CancelSignal, type InvokeRequest, type InvokeResult, type WorkerConfig } from '../runtime/worker.js';
+import type { CancelSignal, InvokeRequest, InvokeResult, Worker, WorkerConfig } from '../runtime/worker.js';
 import type { Capacity, Evictable } from './capacity.js';
+import type { SparePool } from './spares.js';
 import { WaitBudget } from './wait-budget.js';
 
 export interface PoolConfig {
@@ -30,6 +31,8 @@ export interface PoolDeps {
   capacity: Capacity;
   metrics: Metrics;
   log: Logger;
+  /** Starts this pool's workers: from a spare when one is ready. */
+  spares: SparePool;
 }
 
 export interface CallResult extends InvokeResult {
@@ -190,7 +193,7 @@ export class FunctionPool implements Evictable {
     this.booting++;
     let worker: Worker;
     try {
-      worker = await Worker.start(this.deps.host, this.deps.images, this.config.worker);
+      worker = await this.deps.spares.start(this.config.worker);
     } catch (error) {
       this.booting--;
       this.deps.capacity.release(this.memoryBytes);
