@@ -27,7 +27,9 @@ export async function runCompare(context: BenchContext): Promise<{ results: Resu
     'docker run and docker exec are timed around the docker CLI; fnbox and the warm container\'s HTTP server through the same load generator process',
     LOAD_GENERATOR_NOTE,
   ];
-  const bench = await startBenchGateway('compare');
+  // Spares off: docker run starts node for every cold call, so fnbox does too
+  // here (cold starts that adopt a spare runtime: the invoke and http benches).
+  const bench = await startBenchGateway('compare', { spares: '0' });
   const { gateway } = bench;
   const docker = dockerReady();
   if (!docker) notes.push('docker: not measured — no running Docker engine (npm run bench -- --setup installs and starts one)');
@@ -56,7 +58,7 @@ export async function runCompare(context: BenchContext): Promise<{ results: Resu
         if (run !== undefined) cold.docker.push(run);
       }
     }
-    results.push(summarize('cold-invoke', 'fnbox', 'cold', 'ms', cold.fnbox, 'no warm sandbox: boot, node start, load, call; over HTTP'));
+    results.push(summarize('cold-invoke', 'fnbox', 'cold', 'ms', cold.fnbox, 'no warm sandbox, spares off: boot, node start, load, call; over HTTP'));
     if (docker) results.push(summarize('cold-invoke', 'docker-run', 'cold', 'ms', cold.docker, 'docker run --rm --network none: container, node start, load, call'));
 
     // Warm, single call: docker exec spawns node each time, so it gets fewer runs.

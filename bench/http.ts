@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { progress, type BenchContext, type BenchRuntime } from './lib/context.js';
+import { RUNTIMES } from '../src/runtime/kinds.js';
 import { coldCall, deployBench, load, loadRows, LOAD_GENERATOR_NOTE, startBenchGateway } from './lib/gateway.js';
 import { summarize, type ResultRow } from './lib/stats.js';
 
@@ -25,6 +26,8 @@ export async function runHttp(context: BenchContext): Promise<{ results: ResultR
   const { quick } = context;
   // The bench process's sandbox host stays idle meanwhile; the gateway has its own.
   const bench = await startBenchGateway('http');
+  // Cold starts as they are without spare runtimes, side by side.
+  const noSpares = await startBenchGateway('http-nospares', { spares: '0' });
   const { gateway } = bench;
   const results: ResultRow[] = [];
   const notes = [
@@ -61,16 +64,30 @@ export async function runHttp(context: BenchContext): Promise<{ results: ResultR
       progress(`http: ${runtime} cold`);
       const coldName = `bench-cold-${runtime}`;
       await deployBench(gateway, runtime, coldName, { minWarm: '0', idleTtlSec: '1' });
+      await deployBench(noSpares.gateway, runtime, coldName, { minWarm: '0', idleTtlSec: '1' });
       const cold: number[] = [];
       for (let i = 0; i < (quick ? 3 : 10); i++) {
         const { body, path } = payload(runtime, false);
         const elapsed = await coldCall(gateway, coldName, body, path);
         if (elapsed !== undefined) cold.push(elapsed);
       }
-      results.push(summarize('http', 'fnbox', `cold-${runtime}`, 'ms', cold, 'no warm sandbox: boot, load, first call, over HTTP'));
+      const spares = RUNTIMES[runtime === 'node-workers' ? 'node' : runtime].spares;
+      results.push(summarize('http', 'fnbox', `cold-${runtime}`, 'ms', cold, spares
+        ? 'no warm sandbox for the function (the default gateway: a spare runtime of its shape is adopted), over HTTP'
+        : 'no warm sandbox: boot, interpreter start, load, first call, over HTTP'));
+      if (spares) {
+        progress(`http: ${runtime} cold, spares off`);
+        const cold: number[] = [];
+        for (let i = 0; i < (quick ? 3 : 10); i++) {
+          const { body, path } = payload(runtime, false);
+          const elapsed = await coldCall(noSpares.gateway, coldName, body, path);
+          if (elapsed !== undefined) cold.push(elapsed);
+        }
+        results.push(summarize('http', 'fnbox', `cold-boot-${runtime}`, 'ms', cold, 'no warm sandbox, spares off (--spares 0): boot, interpreter start, load, first call, over HTTP'));
+      }
     }
   } finally {
-    await bench.close();
+    await Promise.all([bench.close(), noSpares.close()]);
   }
   return { results, notes };
 }

@@ -1,6 +1,7 @@
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ImageStore } from '../../src/images/index.js';
-import { DEFAULT_WORKER_LIMITS, Worker } from '../../src/runtime/worker.js';
+import { DEFAULT_WORKER_LIMITS, Worker, type WorkerConfig } from '../../src/runtime/worker.js';
 import { PROJECT_ROOT, type SandboxHost } from '../../src/sandbox/index.js';
 
 export const BENCH_FUNCTIONS = join(PROJECT_ROOT, 'bench', 'functions');
@@ -21,15 +22,26 @@ export function progress(message: string): void {
 export const BENCH_HANDLERS = { node: 'index.handler', 'node-workers': 'index', python: 'main.handler', exec: 'run.sh' } as const;
 export type BenchRuntime = keyof typeof BENCH_HANDLERS;
 
-/** A warm worker running one of bench/functions/*. */
-export function startBenchWorker(host: SandboxHost, images: ImageStore, runtime: BenchRuntime): Promise<Worker> {
+export function benchWorkerConfig(runtime: BenchRuntime): WorkerConfig {
   const kind = runtime === 'node-workers' ? 'node' : runtime;
-  return Worker.start(host, images, {
+  return {
     ...DEFAULT_WORKER_LIMITS,
     functionName: `bench-${runtime}`,
     runtime: kind,
     handler: BENCH_HANDLERS[runtime],
     codeLayer: join(BENCH_FUNCTIONS, kind),
     env: {},
-  });
+  };
+}
+
+/** A warm worker running one of bench/functions/*. */
+export function startBenchWorker(host: SandboxHost, images: ImageStore, runtime: BenchRuntime): Promise<Worker> {
+  return Worker.start(host, images, benchWorkerConfig(runtime));
+}
+
+/** A spare runtime of the bench function's shape (src/pool/spares.ts), not yet adopted. */
+export function startBenchSpare(host: SandboxHost, images: ImageStore, runtime: BenchRuntime): Promise<Worker> {
+  const emptyLayer = join(host.stateDir, 'bench-spare-layer');
+  mkdirSync(join(emptyLayer, 'code'), { recursive: true });
+  return Worker.startSpare(host, images, benchWorkerConfig(runtime), emptyLayer);
 }

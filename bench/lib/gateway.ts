@@ -106,10 +106,10 @@ export interface BenchGateway {
   close(): Promise<void>;
 }
 
-export async function startBenchGateway(name: string): Promise<BenchGateway> {
+export async function startBenchGateway(name: string, overrides: Record<string, string> = {}): Promise<BenchGateway> {
   const stateDir = join(PROJECT_ROOT, '.fnbox', `bench-${name}-state`);
   rmSync(stateDir, { recursive: true, force: true });
-  const gateway = await startGateway(parseConfig({ port: '0', stateDir, imagesDir: join(PROJECT_ROOT, '.fnbox', 'images'), logLevel: 'silent', queueWaitMs: '60000' }, {}), silentLogger);
+  const gateway = await startGateway(parseConfig({ port: '0', stateDir, imagesDir: join(PROJECT_ROOT, '.fnbox', 'images'), logLevel: 'silent', queueWaitMs: '60000', ...overrides }, {}), silentLogger);
   return {
     gateway,
     close: async () => {

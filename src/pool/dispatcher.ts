@@ -143,7 +143,15 @@ export class Dispatcher {
   private retire(pool: FunctionPool): void {
     this.pools.delete(pool.config.functionName);
     this.draining.add(pool);
-    void pool.drain().finally(() => this.draining.delete(pool));
+    void pool.drain().finally(() => {
+      this.draining.delete(pool);
+      void this.pruneSpares();
+    });
+  }
+
+  /** Spares only for the shapes of functions that still exist. */
+  private pruneSpares(): Promise<void> {
+    return this.spares.keepOnly([...this.pools.values()].map((pool) => pool.config.worker));
   }
 
   async invoke(name: string, request: InvokeRequest, options: { id?: string; signal?: CancelSignal } = {}): Promise<CallResult> {
@@ -166,6 +174,7 @@ export class Dispatcher {
     const pool = this.pools.get(name);
     this.pools.delete(name);
     if (pool) await pool.drain();
+    await this.pruneSpares();
   }
 
   /** Shutdown: let calls in flight finish (up to the deadline), destroy every sandbox. */

@@ -29,8 +29,14 @@ interface ShapeState {
   shape: SpareShape;
   ready: Worker[];
   /** Boots in flight; evicting one cancels it (its room is free at once). */
-  booting: Set<{ cancelled: boolean }>;
+  booting: Set<SpareBoot>;
   lastWanted: number;
+}
+
+interface SpareBoot {
+  cancelled: boolean;
+  /** Settles once the boot's sandbox serves as a spare or is gone. */
+  done: Promise<void>;
 }
 
 /** Shapes kept at once: each holds perShape sandboxes' worth of memory. */
@@ -63,6 +69,19 @@ export class SparePool implements Evictable {
     }
     state.lastWanted = Date.now();
     this.refill(state);
+  }
+
+  /**
+   * Drops the spares of shapes no function in `inUse` has (a function was
+   * deleted or changed); resolves once their sandboxes are gone.
+   */
+  async keepOnly(inUse: WorkerConfig[]): Promise<void> {
+    const keys = new Set(inUse.map((config) => spareShapeKey(config)));
+    const gone: Array<Promise<void>> = [];
+    for (const [key, state] of this.shapes) {
+      if (!keys.has(key)) gone.push(this.drop(key, state));
+    }
+    await Promise.all(gone);
   }
 
   /**
@@ -115,24 +134,32 @@ export class SparePool implements Evictable {
     // Least recently wanted shape first; a spare is cheaper to lose than any function's sandbox.
     const state = [...this.shapes.values()].filter((s) => s.ready.length || s.booting.size).sort((a, b) => a.lastWanted - b.lastWanted)[0];
     if (!state) return undefined;
-    if (state.ready.length) return { lastUsedAt: 0, evict: () => this.discard(state, state.ready[0]!) };
+    if (state.ready.length) return { lastUsedAt: 0, evict: () => void this.discard(state, state.ready[0]!) };
     const boot = state.booting.values().next().value!;
-    return {
-      lastUsedAt: 0,
-      evict: () => {
-        boot.cancelled = true;
-        state.booting.delete(boot);
-        this.deps.capacity.release(this.bytes(state.shape));
-      },
-    };
+    return { lastUsedAt: 0, evict: () => this.cancel(state, boot) };
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    const all = this.liveWorkers();
-    for (const state of this.shapes.values()) while (state.ready.length) this.discard(state, state.ready[0]!);
-    await Promise.all(all.map((worker) => worker.destroy()));
+    await Promise.all([...this.shapes].map(([key, state]) => this.drop(key, state)));
     this.deps.capacity.leave(this);
+  }
+
+  /** Forgets a shape: its ready spares are destroyed, its boots cancelled and awaited. */
+  private async drop(key: string, state: ShapeState): Promise<void> {
+    this.shapes.delete(key);
+    const gone = [...state.ready].map((spare) => this.discard(state, spare));
+    for (const boot of [...state.booting]) {
+      this.cancel(state, boot);
+      gone.push(boot.done);
+    }
+    await Promise.all(gone);
+  }
+
+  private cancel(state: ShapeState, boot: SpareBoot): void {
+    boot.cancelled = true;
+    state.booting.delete(boot);
+    this.deps.capacity.release(this.bytes(state.shape));
   }
 
   private bytes(shape: SpareShape): number {
@@ -142,13 +169,13 @@ export class SparePool implements Evictable {
   private refill(state: ShapeState): void {
     while (!this.closed && this.shapes.get(spareShapeKey(state.shape)) === state && state.ready.length + state.booting.size < this.perShape) {
       if (!this.deps.capacity.reserve(this.bytes(state.shape), this, false)) return;
-      void this.boot(state);
+      const boot: SpareBoot = { cancelled: false, done: Promise.resolve() };
+      state.booting.add(boot);
+      boot.done = this.boot(state, boot);
     }
   }
 
-  private async boot(state: ShapeState): Promise<void> {
-    const boot = { cancelled: false };
-    state.booting.add(boot);
+  private async boot(state: ShapeState, boot: SpareBoot): Promise<void> {
     let spare: Worker;
     try {
       spare = await Worker.startSpare(this.deps.host, this.deps.images, state.shape, this.emptyLayer);
@@ -175,18 +202,17 @@ export class SparePool implements Evictable {
     });
   }
 
-  private discard(state: ShapeState, spare: Worker): void {
+  private discard(state: ShapeState, spare: Worker): Promise<void> {
     const at = state.ready.indexOf(spare);
     if (at >= 0) state.ready.splice(at, 1);
     this.deps.capacity.release(this.bytes(state.shape));
-    void spare.destroy();
+    return spare.destroy();
   }
 
   private forgetOldShapes(): void {
     while (this.shapes.size > MAX_SHAPES) {
       const [key, oldest] = [...this.shapes].sort((a, b) => a[1].lastWanted - b[1].lastWanted)[0]!;
-      this.shapes.delete(key);
-      while (oldest.ready.length) this.discard(oldest, oldest.ready[0]!);
+      void this.drop(key, oldest);
     }
   }
 }

@@ -64,6 +64,11 @@ async function sandboxesOf(gateway: TestGateway, name: string): Promise<Array<{ 
   return sandboxes.filter((sb) => sb.function === name);
 }
 
+async function spareCgroupDirs(gateway: TestGateway): Promise<string[]> {
+  const { sandboxes } = (await (await fetch(`${gateway.url}/sandboxes`)).json()) as { sandboxes: Array<{ state: string; cgroupDirs: string[] }> };
+  return sandboxes.filter((sb) => sb.state === 'spare').flatMap((sb) => sb.cgroupDirs);
+}
+
 /**
  * Runs `attack` (which deploys and calls function `name`) while measuring
  * the witness; then deletes the attacker and checks the host is as before.
@@ -91,7 +96,9 @@ export async function underAttack<T>(gateway: TestGateway, idleMs: number, name:
   const after = hostView(gateway);
   expect(after.mounts).toEqual(before.mounts);
   expect(after.files).toEqual(before.files);
-  expect(after.cgroups.filter((dir) => !before.cgroups.includes(dir))).toEqual([]);
+  // Spare runtimes are the gateway's own (a fresh one may replace one the attacker's deploy took).
+  const spareCgroups = await spareCgroupDirs(gateway);
+  expect(after.cgroups.filter((dir) => !before.cgroups.includes(dir) && !spareCgroups.includes(dir))).toEqual([]);
   for (const uid of seenUids) expect(processesWithUidIn(uid - 1000, uid - 1000 + 65536), `host uid range of ${uid}`).toEqual([]);
   return result;
 }
