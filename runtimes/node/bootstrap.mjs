@@ -178,14 +178,16 @@ async function handle(loaded, header, body) {
 
 // ---- start ----
 
+/** undici (Request, Response) loads lazily: pay for it at start, not in the first call. */
+async function warmFetchClasses() {
+  await new Response(new Request('http://warm.up/', { method: 'POST', body: 'x' }).body).arrayBuffer();
+}
+
 async function load() {
   try {
     process.chdir(CODE_DIR);
     const loaded = await loadHandler();
-    if (loaded.style === 'workers') {
-      // undici loads lazily: pay for it at start, not in the first call.
-      await new Response(new Request('http://warm.up/', { method: 'POST', body: 'x' }).body).arrayBuffer();
-    }
+    if (loaded.style === 'workers') await warmFetchClasses();
     process.chdir('/');
     send({ k: 'ready', runtime: 'node', version: process.version });
     return loaded;
@@ -196,6 +198,8 @@ async function load() {
 }
 
 if (SPARE) {
+  // Which style the function will be is not known yet; a Workers one needs these, and they cost ~50 ms.
+  await warmFetchClasses();
   send({ k: 'ready', runtime: 'node', version: process.version, spare: true });
   let loaded;
   serve(async (header, body) => {
