@@ -113,9 +113,12 @@ export class Dispatcher {
     return [...this.pools.values(), ...this.draining];
   }
 
-  /** Pre-warms every stored function with minWarm (gateway start). */
+  /** Pre-warms every stored function with minWarm, and a spare for every shape (gateway start). */
   warmAll(): void {
-    for (const fn of this.store.list()) if (fn.active.manifest.minWarm > 0) this.pool(fn.name).ensureWarm();
+    for (const fn of this.store.list()) {
+      if (fn.active.manifest.minWarm > 0) this.pool(fn.name).ensureWarm();
+      else this.spares.want(this.workerConfig(fn.name, fn.active));
+    }
   }
 
   /**

@@ -141,12 +141,12 @@ export class Worker {
     void sandbox.exited.then(() => this.onSandboxExit());
   }
 
-  /** Boots the runtime and resolves once the function is loaded. */
   /** The function this worker serves (a spare's placeholder until adopt()). */
   get config(): WorkerConfig {
     return this.currentConfig;
   }
 
+  /** Boots the runtime and resolves once the function is loaded. */
   static async start(host: SandboxHost, images: ImageStore, config: WorkerConfig): Promise<Worker> {
     const started = performance.now();
     const worker = await Worker.boot(host, images, config, { ...config.env, ...runtimeSettings(config) });

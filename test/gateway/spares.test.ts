@@ -70,11 +70,15 @@ describe('spare runtimes', () => {
     expect(existsSync(spare.cgroup)).toBe(false);
   });
 
-  it('spares go with the gateway', async () => {
+  it('spares go with the gateway, and come back for the stored functions\' shapes at the next start', async () => {
     await untilSpareReady();
     const spare = (await sandboxes()).find((s) => s.state === 'spare')!;
     await gateway.close();
     expect(existsSync(`/proc/${spare.initPid}`)).toBe(false);
     expect(existsSync(spare.cgroup)).toBe(false);
+
+    gateway = await startTestGateway('spares', {}, gateway.stateDir);
+    await untilSpareReady(); // no call, no deploy: the stored functions' shape
+    expect((await sandboxes()).map((s) => s.state)).toEqual(['spare']);
   });
 });

@@ -26,6 +26,20 @@ function hashTree(dir: string): string {
   return hash.digest('hex');
 }
 
+/** The sandbox's output, as complete lines, appended as they arrive. */
+function outputLines(sandbox: Sandbox): string[] {
+  const lines: string[] = [];
+  let partial = '';
+  sandbox.log!.on('data', (chunk: Buffer) => {
+    partial += chunk.toString();
+    const parts = partial.split('\n');
+    partial = parts.pop()!;
+    lines.push(...parts);
+  });
+  sandbox.log!.resume();
+  return lines;
+}
+
 /** A shell that answers "present"/"absent" for /tmp/x and /code/data.txt each time it is poked. */
 async function bootProbe(): Promise<{ sandbox: Sandbox; lines: string[] }> {
   const script = [
@@ -46,15 +60,7 @@ async function bootProbe(): Promise<{ sandbox: Sandbox; lines: string[] }> {
     argv: ['/bin/sh', '-c', `while :; do sleep 0.02; echo; done | (${script})`],
     captureLogs: true,
   });
-  const lines: string[] = [];
-  let partial = '';
-  sandbox.log!.on('data', (chunk: Buffer) => {
-    partial += chunk.toString();
-    const parts = partial.split('\n');
-    partial = parts.pop()!;
-    lines.push(...parts);
-  });
-  sandbox.log!.resume();
+  const lines = outputLines(sandbox);
   // Once both sides of the pipeline run: a process forked during a swap is killed (stale root).
   await waitFor(lines, (l) => l.startsWith('pid '));
   await sandbox.resetRoot({ force: true });
@@ -220,15 +226,7 @@ describe('adopt (a spare sandbox becomes a function\'s)', () => {
       hostname: 'spare-probe',
       captureLogs: true,
     });
-    const lines: string[] = [];
-    let partial = '';
-    sandbox.log!.on('data', (chunk: Buffer) => {
-      partial += chunk.toString();
-      const parts = partial.split('\n');
-      partial = parts.pop()!;
-      lines.push(...parts);
-    });
-    sandbox.log!.resume();
+    const lines = outputLines(sandbox);
     return { sandbox, lines, emptyLayer };
   }
 
