@@ -808,16 +808,21 @@ static void prepare_next_layer(struct sandbox_handle *sb) {
   sb->has_next = 1;
 }
 
+/* Lets go of a layer nobody runs on; from the monitor's own mount namespace. */
+static void release_layer(struct layer *layer) {
+  if (layer->root_fd >= 0) close(layer->root_fd);
+  if (layer->tmpfs_fd >= 0) close(layer->tmpfs_fd);
+  if (layer->holder[0]) {
+    umount2(layer->holder, MNT_DETACH);
+    rmdir(layer->holder);
+  }
+}
+
 static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer *fresh) {
   int saved = errno;
-  if (fresh->root_fd >= 0) close(fresh->root_fd);
-  if (fresh->tmpfs_fd >= 0) close(fresh->tmpfs_fd);
   /* Back home whatever happened, or the next reset resolves paths wrongly. */
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
-  if (fresh->holder[0]) {
-    umount2(fresh->holder, MNT_DETACH);
-    rmdir(fresh->holder);
-  }
+  release_layer(fresh);
   emit("{\"event\":\"reset\",\"ok\":false,\"step\":\"%s\",\"errno\":%d,\"message\":\"%s\"}", step, saved, strerror(saved));
   return -1;
 }
@@ -867,11 +872,7 @@ static int reset_root(struct sandbox_handle *sb) {
   if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
   /* The old overlay holds its own clone of the upper: the holder can go. */
-  if (sb->layer.holder[0]) {
-    umount2(sb->layer.holder, MNT_DETACH);
-    rmdir(sb->layer.holder);
-  }
-  close(sb->layer.tmpfs_fd);
+  release_layer(&sb->layer);
   sb->layer = fresh;
   emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"us\":%lld}", sb->layer.tmpfs_fd, now_us() - started);
   return 0;
@@ -907,9 +908,7 @@ static int adopt(struct sandbox_handle *sb, char *args) {
 
   /* The layer built ahead has the old code in it. */
   if (sb->has_next) {
-    close(sb->next.root_fd);
-    close(sb->next.tmpfs_fd);
-    if (sb->next.holder[0]) { umount2(sb->next.holder, MNT_DETACH); rmdir(sb->next.holder); }
+    release_layer(&sb->next);
     sb->has_next = 0;
   }
   close(cfg.lower_fds[0]);
@@ -1099,13 +1098,15 @@ static int run_monitor(int argc, char **argv) {
       char *newline;
       while ((newline = memchr(command, '\n', command_len))) {
         *newline = 0;
-        if (strcmp(command, "reset") == 0 || strncmp(command, "adopt ", 6) == 0) {
-          if (command[0] == 'r') reset_root(&sb);
-          else adopt(&sb, command + 6);
-          /* Reply sent: build the one after while the sandbox works. */
-          prepare_next_layer(&sb);
+        int swapped = 1;
+        if (strcmp(command, "reset") == 0) reset_root(&sb);
+        else if (strncmp(command, "adopt ", 6) == 0) adopt(&sb, command + 6);
+        else {
+          swapped = 0;
+          emit("{\"event\":\"error\",\"phase\":0,\"step\":\"control\",\"errno\":22,\"message\":\"unknown command\"}");
         }
-        else emit("{\"event\":\"error\",\"phase\":0,\"step\":\"control\",\"errno\":22,\"message\":\"unknown command\"}");
+        /* Reply sent: build the one after while the sandbox works. */
+        if (swapped) prepare_next_layer(&sb);
         size_t rest = command_len - (size_t)(newline + 1 - command);
         memmove(command, newline + 1, rest);
         command_len = rest;

@@ -26,6 +26,7 @@ export interface SparePoolDeps {
 }
 
 interface ShapeState {
+  key: string;
   shape: SpareShape;
   ready: Worker[];
   /** Boots in flight; evicting one cancels it (its room is free at once). */
@@ -63,7 +64,7 @@ export class SparePool implements Evictable {
     let state = this.shapes.get(key);
     if (!state) {
       const { runtime, memoryMb, cpus, tmpMb, pidsMax } = config;
-      state = { shape: { runtime, memoryMb, cpus, tmpMb, pidsMax }, ready: [], booting: new Set(), lastWanted: 0 };
+      state = { key, shape: { runtime, memoryMb, cpus, tmpMb, pidsMax }, ready: [], booting: new Set(), lastWanted: 0 };
       this.shapes.set(key, state);
       this.forgetOldShapes();
     }
@@ -78,8 +79,8 @@ export class SparePool implements Evictable {
   async keepOnly(inUse: WorkerConfig[]): Promise<void> {
     const keys = new Set(inUse.map((config) => spareShapeKey(config)));
     const gone: Array<Promise<void>> = [];
-    for (const [key, state] of this.shapes) {
-      if (!keys.has(key)) gone.push(this.drop(key, state));
+    for (const state of this.shapes.values()) {
+      if (!keys.has(state.key)) gone.push(this.drop(state));
     }
     await Promise.all(gone);
   }
@@ -141,13 +142,13 @@ export class SparePool implements Evictable {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.shapes].map(([key, state]) => this.drop(key, state)));
+    await Promise.all([...this.shapes.values()].map((state) => this.drop(state)));
     this.deps.capacity.leave(this);
   }
 
   /** Forgets a shape: its ready spares are destroyed, its boots cancelled and awaited. */
-  private async drop(key: string, state: ShapeState): Promise<void> {
-    this.shapes.delete(key);
+  private async drop(state: ShapeState): Promise<void> {
+    this.shapes.delete(state.key);
     const gone = [...state.ready].map((spare) => this.discard(state, spare));
     for (const boot of [...state.booting]) {
       this.cancel(state, boot);
@@ -162,12 +163,17 @@ export class SparePool implements Evictable {
     this.deps.capacity.release(this.bytes(state.shape));
   }
 
+  /** Still a shape we keep spares for (not dropped, pool not closed). */
+  private kept(state: ShapeState): boolean {
+    return !this.closed && this.shapes.get(state.key) === state;
+  }
+
   private bytes(shape: SpareShape): number {
     return shape.memoryMb * 1024 * 1024;
   }
 
   private refill(state: ShapeState): void {
-    while (!this.closed && this.shapes.get(spareShapeKey(state.shape)) === state && state.ready.length + state.booting.size < this.perShape) {
+    while (this.kept(state) && state.ready.length + state.booting.size < this.perShape) {
       if (!this.deps.capacity.reserve(this.bytes(state.shape), this, false)) return;
       const boot: SpareBoot = { cancelled: false, done: Promise.resolve() };
       state.booting.add(boot);
@@ -182,11 +188,11 @@ export class SparePool implements Evictable {
     } catch (error) {
       if (!boot.cancelled) this.deps.capacity.release(this.bytes(state.shape));
       state.booting.delete(boot);
-      this.deps.log.warn({ shape: spareShapeKey(state.shape), err: (error as Error).message }, 'spare boot failed');
+      this.deps.log.warn({ shape: state.key, err: (error as Error).message }, 'spare boot failed');
       return;
     }
     state.booting.delete(boot);
-    if (boot.cancelled || this.closed || this.shapes.get(spareShapeKey(state.shape)) !== state) {
+    if (boot.cancelled || !this.kept(state)) {
       if (!boot.cancelled) this.deps.capacity.release(this.bytes(state.shape));
       await spare.destroy();
       return;
@@ -211,8 +217,8 @@ export class SparePool implements Evictable {
 
   private forgetOldShapes(): void {
     while (this.shapes.size > MAX_SHAPES) {
-      const [key, oldest] = [...this.shapes].sort((a, b) => a[1].lastWanted - b[1].lastWanted)[0]!;
-      void this.drop(key, oldest);
+      const oldest = [...this.shapes.values()].sort((a, b) => a.lastWanted - b.lastWanted)[0]!;
+      void this.drop(oldest);
     }
   }
 }
