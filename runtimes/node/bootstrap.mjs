@@ -200,6 +200,7 @@ async function load() {
 if (SPARE) {
   // Which style the function will be is not known yet; a Workers one needs these, and they cost ~50 ms.
   await warmFetchClasses();
+  process.chdir('/'); // nothing of the boot layer stays pinned past the adoption
   send({ k: 'ready', runtime: 'node', version: process.version, spare: true });
   let loaded;
   serve(async (header, body) => {

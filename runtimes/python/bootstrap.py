@@ -18,13 +18,26 @@ import time
 import traceback
 
 CODE_DIR = os.environ.get("FNBOX_CODE_DIR", "/code")
-HANDLER = os.environ.get("FNBOX_HANDLER", "main.handler")
-FUNCTION_NAME = os.environ.get("FNBOX_FUNCTION", "function")
-MEMORY_MB = int(os.environ.get("FNBOX_MEMORY_MB", "128"))
-MAX_RESPONSE = int(os.environ.get("FNBOX_MAX_RESPONSE_BYTES", str(6 * 1024 * 1024)))
-MAX_LOG = int(os.environ.get("FNBOX_MAX_LOG_BYTES", str(64 * 1024)))
-for key in [k for k in os.environ if k.startswith("FNBOX_")]:
-    del os.environ[key]
+# Spare mode: started before any function is known, on an empty /code. It
+# reports ready at once; the host then moves it onto a root with a
+# function's code and sends one "adopt" frame carrying what the FNBOX_*
+# variables would have said. From there on it is that function's.
+SPARE = os.environ.get("FNBOX_SPARE") == "1"
+HANDLER = FUNCTION_NAME = None
+MEMORY_MB = MAX_RESPONSE = MAX_LOG = 0
+
+
+def configure(settings, env):
+    global HANDLER, FUNCTION_NAME, MEMORY_MB, MAX_RESPONSE, MAX_LOG
+    HANDLER = settings.get("FNBOX_HANDLER", "main.handler")
+    FUNCTION_NAME = settings.get("FNBOX_FUNCTION", "function")
+    MEMORY_MB = int(settings.get("FNBOX_MEMORY_MB", "128"))
+    MAX_RESPONSE = int(settings.get("FNBOX_MAX_RESPONSE_BYTES", str(6 * 1024 * 1024)))
+    MAX_LOG = int(settings.get("FNBOX_MAX_LOG_BYTES", str(64 * 1024)))
+    for key in [k for k in os.environ if k.startswith("FNBOX_")]:
+        del os.environ[key]
+    os.environ.update(env)
+
 
 channel = socket.socket(fileno=3)
 PREFIX = struct.Struct(">II")
@@ -199,23 +212,47 @@ async def _await(value):
     return await value
 
 
+def read_frame():
+    """The next (header, body) from the host, or None once it closed the channel."""
+    prefix = recv_exact(8)
+    if prefix is None:
+        return None
+    header_length, body_length = PREFIX.unpack(prefix)
+    header = json.loads(recv_exact(header_length))
+    body = recv_exact(body_length) if body_length else b""
+    return header, body
+
+
+def fail_init(message, stack=None):
+    send({"k": "init_error", "message": message, "stack": stack})
+    sys.exit(1)
+
+
 def main():
+    version = sys.version.split()[0]
+    if SPARE:
+        os.chdir("/")  # nothing of the boot layer stays pinned past the adoption
+        send({"k": "ready", "runtime": "python", "version": version, "spare": True})
+        frame = read_frame()
+        if frame is None:
+            return
+        if frame[0].get("k") != "adopt":
+            fail_init('a spare runtime expects "adopt" first, not "%s"' % frame[0].get("k"))
+        configure(frame[0]["settings"], frame[0]["env"])
+    else:
+        configure(dict(os.environ), {})
     try:
         os.chdir(CODE_DIR)
         fn = load_handler()
     except BaseException as error:
-        send({"k": "init_error", "message": "%s: %s" % (type(error).__name__, error), "stack": traceback.format_exc()})
-        sys.exit(1)
+        fail_init("%s: %s" % (type(error).__name__, error), traceback.format_exc())
     os.chdir("/")
-    send({"k": "ready", "runtime": "python", "version": sys.version.split()[0]})
+    send({"k": "ready", "runtime": "python", "version": version})
     while True:
-        prefix = recv_exact(8)
-        if prefix is None:
+        frame = read_frame()
+        if frame is None:
             return  # the host closed the channel: stop
-        header_length, body_length = PREFIX.unpack(prefix)
-        header = json.loads(recv_exact(header_length))
-        body = recv_exact(body_length) if body_length else b""
-        handle(fn, header, body)
+        handle(fn, *frame)
 
 
 main()

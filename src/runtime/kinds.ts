@@ -37,7 +37,7 @@ export const RUNTIMES: Record<RuntimeKind, RuntimeLaunch> = {
     // -S: no site import (faster, no user site dirs); -B: never write .pyc into the root.
     argv: (image) => [interpreter(image, 'python'), '-S', '-B', '/opt/fnbox/runtime/bootstrap.py'],
     env: { PYTHONDONTWRITEBYTECODE: '1', PYTHONUNBUFFERED: '1' },
-    spares: false,
+    spares: true,
   },
   exec: {
     image: 'exec',

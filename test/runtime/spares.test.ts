@@ -1,4 +1,4 @@
-// Spare runtimes: a node runtime started before any function is known,
+// Spare runtimes: a node or python runtime started before any function is known,
 // then adopted by one (Worker.startSpare + Worker.adopt, src/pool/spares.ts).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -36,7 +36,7 @@ afterAll(async () => {
   rmSync(emptyLayer, { recursive: true, force: true });
 });
 
-describe('spare node runtimes', () => {
+describe('spare runtimes', () => {
   it('a spare adopted by a function serves it: its code, env, hostname and limits; the same process', async () => {
     const config = configFor('node-workers', 'index', { env: { GREETING: 'from the manifest' } });
     const spare = await startSpare(config);
@@ -87,6 +87,28 @@ describe('spare node runtimes', () => {
     await spare.sandbox.exited;
     for (let i = 0; i < 100 && readFileSyncOrNull(`/proc/${initPid}/stat`); i++) await new Promise((r) => setTimeout(r, 10));
     expect(readFileSyncOrNull(`/proc/${initPid}/stat`)).toBeNull();
+  });
+
+  it('python: a spare adopted by a function serves it, with its env and a fresh root per call; a broken module is an InitError', async () => {
+    const config = configFor('python', 'main.handler', { runtime: 'python', env: { GREETING: 'from the manifest' } });
+    const spare = await startSpare(config);
+    try {
+      expect(spare.state).toBe('spare');
+      const pid = spare.sandbox.pid;
+      await spare.adopt(config);
+      expect(spare.sandbox.pid).toBe(pid);
+      const call = (action: string) => spare.invoke(request('/', JSON.stringify({ action }), [['content-type', 'application/json']]));
+      expect(json((await call('env')).body)).toEqual({ greeting: 'from the manifest', internal: false });
+      expect(json((await call('write')).body)).toEqual({ existed: false });
+      expect(json((await call('write')).body)).toEqual({ existed: false }); // a fresh root per call, as always
+      expect((await call('log')).logs).toBe('hello from python\n');
+    } finally {
+      await spare.destroy();
+    }
+    const broken = configFor('python-bad', 'main.handler', { runtime: 'python' });
+    const badSpare = await startSpare(broken);
+    await expect(badSpare.adopt(broken)).rejects.toMatchObject({ code: 'InitError' });
+    expect(badSpare.state).toBe('dead');
   });
 
   it('refuses a function of another shape, and a second adoption', async () => {
