@@ -1080,12 +1080,23 @@ static int run_monitor(int argc, char **argv) {
   prepare_next_layer(&sb);
   int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
   if (pidfd < 0) die(EXIT_INIT, "pidfd_open");
-  struct pollfd fds[2] = { { pidfd, POLLIN, 0 }, { cfg.control_fd, POLLIN, 0 } };
+  /* The init writes the program's status to the exit pipe before it exits
+   * and the kernel tears the namespaces down (~0.5 ms): report it from
+   * there, then wait for the init itself. */
+  struct pollfd fds[3] = { { pidfd, POLLIN, 0 }, { cfg.control_fd, POLLIN, 0 }, { exit_pipe[0], POLLIN, 0 } };
+  int status = 0, program_status = 0, reported = 0;
   char command[PATH_MAX + 128];
   size_t command_len = 0;
   for (;;) {
-    if (poll(fds, cfg.control_fd >= 0 ? 2 : 1, -1) < 0) { if (errno == EINTR) continue; die(EXIT_INIT, "poll"); }
+    if (poll(fds, 3, -1) < 0) { if (errno == EINTR) continue; die(EXIT_INIT, "poll"); }
     if (fds[0].revents) break;
+    if (fds[2].revents) {
+      if (read(exit_pipe[0], &program_status, sizeof program_status) == sizeof program_status) {
+        report_exit(program_status);
+        reported = 1;
+      }
+      fds[2].fd = -1;
+    }
     if (fds[1].revents) {
       ssize_t r = read(cfg.control_fd, command + command_len, sizeof command - command_len);
       if (r <= 0) {
@@ -1115,12 +1126,11 @@ static int run_monitor(int argc, char **argv) {
     }
   }
 
-  int status = 0, program_status = 0;
   if (waitpid(child, &status, 0) < 0) die(EXIT_INIT, "waitpid");
   /* Init hands over the program's status; without it, init itself was
    * killed (cgroup kill, OOM, our SIGKILL) and its status is the story. */
-  if (read(exit_pipe[0], &program_status, sizeof program_status) == sizeof program_status) status = program_status;
-  report_exit(status);
+  if (reported || read(exit_pipe[0], &program_status, sizeof program_status) == sizeof program_status) status = program_status;
+  if (!reported) report_exit(status);
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
 }
