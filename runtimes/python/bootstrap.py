@@ -6,7 +6,8 @@
 # Handler "main.handler": main.py in the code directory, function handler(event, context),
 # plain or async. Results: str/dict/list/number -> JSON; bytes -> raw bytes; a dict with
 # "statusCode" sets status, headers and body (Lambda's proxy response).
-import base64
+# base64 and traceback are imported where needed: with re and enum behind
+# them they would add ~15 ms to every start for calls that rarely use them.
 import importlib
 import io
 import json
@@ -15,7 +16,6 @@ import socket
 import struct
 import sys
 import time
-import traceback
 
 CODE_DIR = os.environ.get("FNBOX_CODE_DIR", "/code")
 # Spare mode: started before any function is known, on an empty /code. It
@@ -159,7 +159,11 @@ def make_result(value):
         elif isinstance(body, (bytes, bytearray)):
             data = bytes(body)
         elif isinstance(body, str):
-            data = base64.b64decode(body) if value.get("isBase64Encoded") else body.encode()
+            if value.get("isBase64Encoded"):
+                import base64
+                data = base64.b64decode(body)
+            else:
+                data = body.encode()
         else:
             data = json.dumps(body).encode()
             if not any(k == "content-type" for k, _ in headers):
@@ -198,7 +202,7 @@ def run_call(fn, header, body):
         if call["dropped"]:
             send({"k": "log", "id": call["id"], "stream": "stderr", "truncated": call["dropped"]})
         return ({"k": "error", "id": header["id"], "type": "Unhandled", "name": type(error).__name__,
-                 "message": str(error), "stack": traceback.format_exc()},)
+                 "message": str(error), "stack": current_stack()},)
     stdout_log.call = stderr_log.call = None
     if call["dropped"]:
         send({"k": "log", "id": call["id"], "stream": "stderr", "truncated": call["dropped"]})
@@ -210,6 +214,12 @@ def run_call(fn, header, body):
 
 async def _await(value):
     return await value
+
+
+def current_stack():
+    """The traceback of the exception being handled, as text."""
+    import traceback
+    return traceback.format_exc()
 
 
 def read_frame():
@@ -245,7 +255,7 @@ def main():
         os.chdir(CODE_DIR)
         fn = load_handler()
     except BaseException as error:
-        fail_init("%s: %s" % (type(error).__name__, error), traceback.format_exc())
+        fail_init("%s: %s" % (type(error).__name__, error), current_stack())
     os.chdir("/")
     send({"k": "ready", "runtime": "python", "version": version})
     while True:

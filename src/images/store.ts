@@ -7,7 +7,7 @@
 //   <dir>/recipes/<recipe-hash>       which content a recipe produced
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  chmodSync, copyFileSync, constants as fsConstants, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
+  chmodSync, copyFileSync, utimesSync, constants as fsConstants, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
   readlinkSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
@@ -18,7 +18,7 @@ import { resolveDefinition, type ResolvedDefinition } from './definition.js';
 import { locateInterpreter, type InterpreterLayout } from './interpreters.js';
 
 /** Bumped when the skeleton or the layout changes, so old recipes rebuild. */
-const FORMAT = 3;
+const FORMAT = 4;
 const SYSTEM_PATH = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 const MIRRORED_TOP_LINKS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
 
@@ -214,19 +214,24 @@ function writeSkeleton(rootfs: string): void {
 }
 
 function placeFile(rootfs: string, source: string, target: string): void {
-  const destination = join(rootfs, target);
-  mkdirSync(dirname(destination), { recursive: true });
-  copyFileSync(source, destination, fsConstants.COPYFILE_FICLONE);
-  chmodSync(destination, statSync(source).mode & 0o755);
+  copyFile(source, join(rootfs, target));
 }
 
 function copyTree(from: string, to: string, exclude: string[]): void {
-  for (const file of listFiles(from, exclude)) {
-    const destination = join(to, relative(from, file));
-    mkdirSync(dirname(destination), { recursive: true });
-    copyFileSync(file, destination, fsConstants.COPYFILE_FICLONE);
-    chmodSync(destination, statSync(file).mode & 0o755);
-  }
+  for (const file of listFiles(from, exclude)) copyFile(file, join(to, relative(from, file)));
+}
+
+/**
+ * Keeps the source's times: Python checks each cached .pyc against its
+ * source's mtime, and a copy stamped "now" made it recompile the whole
+ * standard library it imports at every start (~85 ms of a cold start).
+ */
+function copyFile(source: string, destination: string): void {
+  mkdirSync(dirname(destination), { recursive: true });
+  copyFileSync(source, destination, fsConstants.COPYFILE_FICLONE);
+  const st = statSync(source);
+  chmodSync(destination, st.mode & 0o755);
+  utimesSync(destination, st.atime, st.mtime);
 }
 
 /** Nothing in an image is writable, not even by its owner. */
@@ -241,7 +246,7 @@ function makeReadOnly(dir: string): void {
   }
 }
 
-/** sha256 over every path, type, mode and content, in sorted order. */
+/** sha256 over every path, type, mode, content and file mtime (see copyFile), in sorted order. */
 function hashTree(root: string): string {
   const hash = createHash('sha256');
   const walk = (dir: string): void => {
@@ -254,7 +259,7 @@ function hashTree(root: string): string {
         hash.update(`d ${rel} ${(st.mode & 0o7777).toString(8)}\n`);
         walk(full);
       } else {
-        hash.update(`f ${rel} ${(st.mode & 0o7777).toString(8)} `);
+        hash.update(`f ${rel} ${(st.mode & 0o7777).toString(8)} ${Math.floor(st.mtimeMs / 1000)} `);
         hash.update(readFileSync(full));
         hash.update('\n');
       }

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxHost } from '../../src/sandbox/index.js';
 import type { Worker } from '../../src/runtime/worker.js';
-import { openTestHost } from '../support/env.js';
+import { image, openTestHost, run } from '../support/env.js';
 import { json, request, startWorker } from './helpers.js';
 
 let host: SandboxHost;
@@ -13,6 +13,16 @@ beforeAll(async () => {
   ({ host, cleanup } = await openTestHost('py-exec'));
 });
 afterAll(() => cleanup());
+
+describe('python image', () => {
+  it('imports the standard library from its cached bytecode (the image keeps the sources\' mtimes)', async () => {
+    const python = image('python');
+    const { output, exit } = await run(host, { layers: [python.rootfs], argv: [python.interpreters.python!.executable, '-S', '-B', '-v', '-c', 'import json'] });
+    expect(exit.code).toBe(0);
+    expect(output).toMatch(/code object from '[^']*json\/__pycache__\/__init__\.cpython-\d+\.pyc'/);
+    expect(output).not.toMatch(/bytecode is stale/);
+  });
+});
 
 describe('python', () => {
   let worker: Worker;
@@ -36,6 +46,8 @@ describe('python', () => {
     expect(proxy.status).toBe(201);
     expect(proxy.headers).toContainEqual(['x-py', '1']);
     expect(proxy.body.toString()).toBe('created');
+    const decoded = await worker.invoke(request('/', '{"action":"base64"}'));
+    expect([...decoded.body]).toEqual([0, 1, 255]);
     expect(json((await worker.invoke(request('/', '{"action":"context"}'))).body)).toMatchObject({ remaining: true });
     const first = json((await worker.invoke(request('/', '{"action":"calls"}'))).body) as { calls: number };
     const second = json((await worker.invoke(request('/', '{"action":"calls"}'))).body) as { calls: number };
