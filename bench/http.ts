@@ -5,7 +5,6 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { progress, type BenchContext, type BenchRuntime } from './lib/context.js';
-import { RUNTIMES } from '../src/runtime/kinds.js';
 import { coldCall, deployBench, load, loadRows, LOAD_GENERATOR_NOTE, startBenchGateway } from './lib/gateway.js';
 import { summarize, type ResultRow } from './lib/stats.js';
 
@@ -71,20 +70,15 @@ export async function runHttp(context: BenchContext): Promise<{ results: ResultR
         const elapsed = await coldCall(gateway, coldName, body, path);
         if (elapsed !== undefined) cold.push(elapsed);
       }
-      const spares = RUNTIMES[runtime === 'node-workers' ? 'node' : runtime].spares;
-      results.push(summarize('http', 'fnbox', `cold-${runtime}`, 'ms', cold, spares
-        ? 'no warm sandbox for the function (the default gateway: a spare runtime of its shape is adopted), over HTTP'
-        : 'no warm sandbox: boot, interpreter start, load, first call, over HTTP'));
-      if (spares) {
-        progress(`http: ${runtime} cold, spares off`);
-        const cold: number[] = [];
-        for (let i = 0; i < (quick ? 3 : 10); i++) {
-          const { body, path } = payload(runtime, false);
-          const elapsed = await coldCall(noSpares.gateway, coldName, body, path);
-          if (elapsed !== undefined) cold.push(elapsed);
-        }
-        results.push(summarize('http', 'fnbox', `cold-boot-${runtime}`, 'ms', cold, 'no warm sandbox, spares off (--spares 0): boot, interpreter start, load, first call, over HTTP'));
+      results.push(summarize('http', 'fnbox', `cold-${runtime}`, 'ms', cold, 'no warm sandbox for the function (the default gateway: a spare runtime of its shape is adopted), over HTTP'));
+      progress(`http: ${runtime} cold, spares off`);
+      const coldBoot: number[] = [];
+      for (let i = 0; i < (quick ? 3 : 10); i++) {
+        const { body, path } = payload(runtime, false);
+        const elapsed = await coldCall(noSpares.gateway, coldName, body, path);
+        if (elapsed !== undefined) coldBoot.push(elapsed);
       }
+      results.push(summarize('http', 'fnbox', `cold-boot-${runtime}`, 'ms', coldBoot, 'no warm sandbox, spares off (--spares 0): boot, interpreter start, load, first call, over HTTP'));
     }
   } finally {
     await Promise.all([bench.close(), noSpares.close()]);

@@ -5,7 +5,6 @@ import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import type { InvokeRequest, Worker } from '../src/runtime/worker.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RUNTIMES } from '../src/runtime/kinds.js';
 import { BENCH_HANDLERS, benchWorkerConfig, progress, startBenchSpare, startBenchWorker, type BenchContext, type BenchRuntime } from './lib/context.js';
 import { summarize, type ResultRow } from './lib/stats.js';
 
@@ -76,20 +75,18 @@ export async function runInvoke(context: BenchContext): Promise<{ results: Resul
       await fresh.destroy();
     }
     results.push(summarize('invoke', 'fnbox', `cold-${runtime}`, 'ms', cold, 'no warm sandbox, no spare: boot + interpreter start + load + first call'));
-    if (RUNTIMES[runtime === 'node-workers' ? 'node' : runtime].spares) {
-      progress(`invoke: ${runtime} cold from a spare`);
-      const adopted: number[] = [];
-      for (let i = 0; i < (quick ? 5 : 20); i++) {
-        const spare = await startBenchSpare(host, images, runtime);
-        await sleep(50); // a spare waits ready before the call that needs it
-        const started = performance.now();
-        await spare.adopt(benchWorkerConfig(runtime));
-        await spare.invoke(benchRequest(runtime, false));
-        adopted.push(performance.now() - started);
-        await spare.destroy();
-      }
-      results.push(summarize('invoke', 'fnbox', `cold-spare-${runtime}`, 'ms', adopted, 'no warm sandbox, a spare runtime of the same shape ready: adopt (code layer swapped in, module loaded) + first call'));
+    progress(`invoke: ${runtime} cold from a spare`);
+    const adopted: number[] = [];
+    for (let i = 0; i < (quick ? 5 : 20); i++) {
+      const spare = await startBenchSpare(host, images, runtime);
+      await sleep(50); // a spare waits ready before the call that needs it
+      const started = performance.now();
+      await spare.adopt(benchWorkerConfig(runtime));
+      await spare.invoke(benchRequest(runtime, false));
+      adopted.push(performance.now() - started);
+      await spare.destroy();
     }
+    results.push(summarize('invoke', 'fnbox', `cold-spare-${runtime}`, 'ms', adopted, 'no warm sandbox, a spare runtime of the same shape ready: adopt (code layer swapped in, module loaded) + first call'));
     results.push(summarize('invoke', 'host', `bare-interpreter-${runtime}`, 'ms', bare, `\`${interpreter.join(' ')}\` on the host with an empty environment, spawned from Node, interleaved with the cold calls`));
 
     progress(`invoke: ${runtime} throughput`);

@@ -7,14 +7,22 @@ import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { failInit, outputBudget, send, serve } from '/opt/fnbox/runtime/channel.mjs';
 
+//
+// Spare mode (FNBOX_SPARE=1) as in the node runtime: ready at once, then one
+// "adopt" frame names the function's executable, settings and env.
 const CODE_DIR = process.env.FNBOX_CODE_DIR || '/code';
-const HANDLER = process.env.FNBOX_HANDLER || 'run.sh';
-const MAX_RESPONSE = Number(process.env.FNBOX_MAX_RESPONSE_BYTES || 6 * 1024 * 1024);
-const MAX_LOG = Number(process.env.FNBOX_MAX_LOG_BYTES || 64 * 1024);
-const FUNCTION_NAME = process.env.FNBOX_FUNCTION || 'function';
-const functionEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('FNBOX_')));
+const SPARE = process.env.FNBOX_SPARE === '1';
 
-const executable = HANDLER.startsWith('/') ? HANDLER : `${CODE_DIR}/${HANDLER.replace(/^\.\//, '')}`;
+let HANDLER, MAX_RESPONSE, MAX_LOG, FUNCTION_NAME, functionEnv, executable;
+
+function configure(settings, env) {
+  HANDLER = settings.FNBOX_HANDLER || 'run.sh';
+  MAX_RESPONSE = Number(settings.FNBOX_MAX_RESPONSE_BYTES || 6 * 1024 * 1024);
+  MAX_LOG = Number(settings.FNBOX_MAX_LOG_BYTES || 64 * 1024);
+  FUNCTION_NAME = settings.FNBOX_FUNCTION || 'function';
+  functionEnv = { ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('FNBOX_'))), ...env };
+  executable = HANDLER.startsWith('/') ? HANDLER : `${CODE_DIR}/${HANDLER.replace(/^\.\//, '')}`;
+}
 
 function checkExecutable() {
   if (!existsSync(executable)) throw new Error(`handler ${HANDLER} not found in the function`);
@@ -89,13 +97,31 @@ function run(header, body) {
   });
 }
 
-try {
-  checkExecutable();
-  // Each call's process starts in /code (spawn's cwd); this one waits in "/",
-  // which a root reset carries over, so it never pins a previous call's layer.
-  process.chdir('/');
-  send({ k: 'ready', runtime: 'exec', version: process.version });
-  serve(run);
-} catch (error) {
-  failInit(error);
+/** Checks the function's executable and reports ready; false (and exiting) when it cannot run. */
+function ready() {
+  try {
+    checkExecutable();
+    send({ k: 'ready', runtime: 'exec', version: process.version });
+    return true;
+  } catch (error) {
+    failInit(error);
+    return false;
+  }
+}
+
+// Each call's process starts in /code (spawn's cwd); this one waits in "/",
+// which a root reset carries over, so it never pins a previous call's layer.
+process.chdir('/');
+if (SPARE) {
+  send({ k: 'ready', runtime: 'exec', version: process.version, spare: true });
+  let adopted = false;
+  serve(async (header, body) => {
+    if (adopted) return run(header, body);
+    if (header.k !== 'adopt') return failInit(new Error(`a spare runtime expects "adopt" first, not "${header.k}"`));
+    configure(header.settings, header.env);
+    adopted = ready();
+  });
+} else {
+  configure(process.env, {});
+  if (ready()) serve(run);
 }

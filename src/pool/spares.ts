@@ -12,7 +12,6 @@ import { FnboxError } from '../errors.js';
 import type { ImageStore } from '../images/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { RUNTIMES } from '../runtime/kinds.js';
 import { spareShapeKey, Worker, type SpareShape, type WorkerConfig } from '../runtime/worker.js';
 import type { SandboxHost } from '../sandbox/index.js';
 import type { Capacity, Evictable } from './capacity.js';
@@ -57,9 +56,9 @@ export class SparePool implements Evictable {
     deps.capacity.join(this);
   }
 
-  /** Keeps spares of a function's shape ready, if its runtime can start as one. */
+  /** Keeps spares of a function's shape ready. */
   want(config: WorkerConfig): void {
-    if (this.perShape <= 0 || this.closed || !RUNTIMES[config.runtime].spares) return;
+    if (this.perShape <= 0 || this.closed) return;
     const key = spareShapeKey(config);
     let state = this.shapes.get(key);
     if (!state) {

@@ -10,8 +10,6 @@ export interface RuntimeLaunch {
   image: string;
   argv(image: Image, memoryMb: number): string[];
   env: Record<string, string>;
-  /** Can start as a spare (no function yet) and adopt one later: FNBOX_SPARE=1. */
-  spares: boolean;
 }
 
 function interpreter(image: Image, kind: 'node' | 'python'): string {
@@ -30,19 +28,16 @@ export const RUNTIMES: Record<RuntimeKind, RuntimeLaunch> = {
     image: 'node',
     argv: (image, memoryMb) => [interpreter(image, 'node'), nodeHeapFlag(memoryMb), '/opt/fnbox/runtime/bootstrap.mjs'],
     env: {},
-    spares: true,
   },
   python: {
     image: 'python',
     // -S: no site import (faster, no user site dirs); -B: never write .pyc into the root.
     argv: (image) => [interpreter(image, 'python'), '-S', '-B', '/opt/fnbox/runtime/bootstrap.py'],
     env: { PYTHONDONTWRITEBYTECODE: '1', PYTHONUNBUFFERED: '1' },
-    spares: true,
   },
   exec: {
     image: 'exec',
     argv: (image, memoryMb) => [interpreter(image, 'node'), nodeHeapFlag(Math.min(memoryMb, 64)), '/opt/fnbox/exec-runtime/bootstrap.mjs'],
     env: {},
-    spares: false,
   },
 };

@@ -169,7 +169,6 @@ export class Worker {
    * cold start that adopt()s it skips the boot and the interpreter start.
    */
   static async startSpare(host: SandboxHost, images: ImageStore, shape: SpareShape, emptyLayer: string): Promise<Worker> {
-    if (!RUNTIMES[shape.runtime].spares) throw new FnboxError('SandboxError', `the ${shape.runtime} runtime cannot start as a spare`);
     const config: WorkerConfig = { ...DEFAULT_WORKER_LIMITS, ...shape, functionName: 'spare', handler: '', codeLayer: emptyLayer, env: {} };
     const worker = await Worker.boot(host, images, config, { FNBOX_SPARE: '1', FNBOX_MEMORY_MB: String(shape.memoryMb) });
     try {

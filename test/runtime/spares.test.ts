@@ -1,4 +1,4 @@
-// Spare runtimes: a node or python runtime started before any function is known,
+// Spare runtimes: a node, python or exec runtime started before any function is known,
 // then adopted by one (Worker.startSpare + Worker.adopt, src/pool/spares.ts).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -109,6 +109,23 @@ describe('spare runtimes', () => {
     const badSpare = await startSpare(broken);
     await expect(badSpare.adopt(broken)).rejects.toMatchObject({ code: 'InitError' });
     expect(badSpare.state).toBe('dead');
+  });
+
+  it('exec: a spare adopted by a function runs its executable per call, with its env; a missing executable is an InitError', async () => {
+    const config = configFor('exec', 'run.sh', { runtime: 'exec', env: { GREETING: 'hi' } });
+    const spare = await startSpare(config);
+    try {
+      await spare.adopt(config);
+      const env = await spare.invoke(request('/p?env', ''));
+      expect(env.body.toString()).toMatch(/^method=POST path=\/p id=\S+ greeting=hi\n$/);
+      const echo = await spare.invoke(request('/', 'echo me'));
+      expect([echo.body.toString(), echo.logs]).toEqual(['echo me', 'log line\n']);
+    } finally {
+      await spare.destroy();
+    }
+    const missing = configFor('exec', 'nope.sh', { runtime: 'exec' });
+    const badSpare = await startSpare(missing);
+    await expect(badSpare.adopt(missing)).rejects.toMatchObject({ code: 'InitError', message: expect.stringContaining('nope.sh not found') });
   });
 
   it('refuses a function of another shape, and a second adoption', async () => {
