@@ -3,6 +3,7 @@
 // left behind are killed and, when the call wrote files, the root is reset,
 // so the next call sees a fresh filesystem in the same warm process.
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
 import type { ImageStore } from '../images/index.js';
 import type { Sandbox, SandboxHost } from '../sandbox/index.js';
@@ -110,6 +111,8 @@ interface ActiveCall {
 }
 
 const TAIL_BYTES = 4096;
+/** How long an exit during start-up waits for the runtime's last frames. */
+const CHANNEL_DRAIN_MS = 200;
 
 export class Worker {
   state: WorkerState = 'busy';
@@ -128,10 +131,13 @@ export class Worker {
   private readonly decoder: FrameDecoder;
   private onFrame?: (frame: Frame<RuntimeHeader>) => void;
   private readonly goneListeners: Array<(worker: Worker) => void> = [];
+  /** Resolves once the runtime's end of the channel is gone and everything it sent was read. */
+  private readonly channelClosed: Promise<void>;
 
   private constructor(readonly sandbox: Sandbox, private currentConfig: WorkerConfig) {
     this.decoder = new FrameDecoder(currentConfig.maxResponseBytes + currentConfig.maxLogBytes);
     const channel = sandbox.channel!;
+    this.channelClosed = new Promise((resolve) => channel.once('close', () => resolve()));
     channel.on('data', (chunk: Buffer) => this.receive(chunk));
     channel.on('error', () => {});
     channel.resume();
@@ -240,32 +246,30 @@ export class Worker {
 
   private waitReady(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.onFrame = undefined;
-        reject(new FnboxError('InitError', `the ${this.config.runtime} runtime did not report ready within ${this.config.initTimeoutMs} ms`, {
-          details: { output: this.tail() },
-        }));
-      }, this.config.initTimeoutMs);
-      const fail = (error: FnboxError): void => {
+      // Settles once, for this wait only: a spare waits twice (boot, adoption),
+      // and the first wait's exit watch must not end the second.
+      const settle = (error?: FnboxError): void => {
+        if (this.onFrame !== onFrame) return;
         clearTimeout(timer);
         this.onFrame = undefined;
-        reject(error);
+        if (error) reject(error);
+        else resolve();
       };
-      this.onFrame = (frame) => {
-        if (frame.header.k === 'ready') {
-          clearTimeout(timer);
-          this.onFrame = undefined;
-          resolve();
-        } else if (frame.header.k === 'init_error') {
-          fail(new FnboxError('InitError', `the function failed to load: ${frame.header.message}`, { details: { stack: frame.header.stack } }));
-        }
+      const onFrame = (frame: Frame<RuntimeHeader>): void => {
+        if (frame.header.k === 'ready') settle();
+        else if (frame.header.k === 'init_error') settle(new FnboxError('InitError', `the function failed to load: ${frame.header.message}`, { details: { stack: frame.header.stack } }));
       };
-      void this.sandbox.exited.then((exit) => {
-        if (this.onFrame) {
-          fail(new FnboxError('InitError', `the ${this.config.runtime} runtime exited during start-up (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`}${exit.reason === 'oom' ? ', out of memory' : ''})`, {
-            details: { output: this.tail() },
-          }));
-        }
+      this.onFrame = onFrame;
+      const timer = setTimeout(() => settle(new FnboxError('InitError', `the ${this.config.runtime} runtime did not report ready within ${this.config.initTimeoutMs} ms`, {
+        details: { output: this.tail() },
+      })), this.config.initTimeoutMs);
+      void this.sandbox.exited.then(async (exit) => {
+        // The runtime's last words (its init_error) come first on the channel,
+        // but the exit event travels on the monitor's socket and can overtake them.
+        await Promise.race([this.channelClosed, sleep(CHANNEL_DRAIN_MS)]);
+        settle(new FnboxError('InitError', `the ${this.config.runtime} runtime exited during start-up (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`}${exit.reason === 'oom' ? ', out of memory' : ''})`, {
+          details: { output: this.tail() },
+        }));
       });
     });
   }

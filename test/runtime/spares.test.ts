@@ -1,7 +1,7 @@
 // Spare runtimes: a node, python or exec runtime started before any function is known,
 // then adopted by one (Worker.startSpare + Worker.adopt, src/pool/spares.ts).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxHost } from '../../src/sandbox/index.js';
@@ -126,6 +126,21 @@ describe('spare runtimes', () => {
     const missing = configFor('exec', 'nope.sh', { runtime: 'exec' });
     const badSpare = await startSpare(missing);
     await expect(badSpare.adopt(missing)).rejects.toMatchObject({ code: 'InitError', message: expect.stringContaining('nope.sh not found') });
+  });
+
+  it('a function that exits while it loads is an InitError at once, not a timeout', async () => {
+    const layer = tempDir('exits-on-load');
+    mkdirSync(join(layer, 'code'));
+    writeFileSync(join(layer, 'code', 'index.mjs'), 'process.exit(7);\n');
+    try {
+      const config = { ...configFor('node-lambda', 'index.handler', { initTimeoutMs: 5000 }), codeLayer: layer };
+      const spare = await startSpare(config);
+      const started = performance.now();
+      await expect(spare.adopt(config)).rejects.toMatchObject({ code: 'InitError', message: expect.stringContaining('exited during start-up (code 7)') });
+      expect(performance.now() - started).toBeLessThan(4000);
+    } finally {
+      rmSync(layer, { recursive: true, force: true });
+    }
   });
 
   it('refuses a function of another shape, and a second adoption', async () => {
