@@ -111,7 +111,7 @@ interface ActiveCall {
 }
 
 const TAIL_BYTES = 4096;
-/** How long an exit during start-up waits for the runtime's last frames. */
+/** How long an exit waits for the runtime's last frames (its init_error, a result). */
 const CHANNEL_DRAIN_MS = 200;
 
 export class Worker {
@@ -412,10 +412,12 @@ export class Worker {
     return this.recentOutput.toString('utf8').split('\n').slice(-20).join('\n');
   }
 
-  private onSandboxExit(): void {
+  private async onSandboxExit(): Promise<void> {
     const exit = this.sandbox.exit!;
     const call = this.active;
     if (call) {
+      // A result the runtime sent before it died still wins (see waitReady).
+      await Promise.race([this.channelClosed, sleep(CHANNEL_DRAIN_MS)]);
       const details = { exitCode: exit.code, signal: exit.signal, stderr: this.tail() };
       if (exit.reason === 'oom') {
         call.settle({ error: new FnboxError('OutOfMemory', `the function ran out of memory (limit ${this.config.memoryMb} MiB)`, { details: { ...details, memoryMb: this.config.memoryMb } }) });
