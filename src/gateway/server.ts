@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Config } from '../config.js';
-import { ImageStore } from '../images/index.js';
+import { ImageStore, type Image } from '../images/index.js';
 import type { Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { Dispatcher } from '../pool/dispatcher.js';
@@ -33,14 +33,20 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   log.info({ cgroups: host.cgroups.description, swept: host.swept }, 'sandbox host ready');
   for (const hint of host.tuningHints) log.warn({ hint }, 'host tuning');
   const images = new ImageStore({ dir: config.imagesDir ?? join(config.stateDir, 'images'), definitionsDir: join(PROJECT_ROOT, 'images'), projectRoot: PROJECT_ROOT });
+  const ready: Image[] = [];
   for (const name of ['shell', 'node', 'python', 'exec']) {
     try {
       const image = images.getSync(name);
+      ready.push(image);
       log.info({ image: name, id: image.id }, 'image ready');
     } catch (error) {
       log.warn({ image: name, err: (error as Error).message }, 'image unavailable: functions needing it will fail to start');
     }
   }
+  // No sandbox runs yet, so nothing stands on an old image. A dir given by
+  // --images-dir may be shared: there only dead builds' leftovers go.
+  const collected = images.collect(ready, { exclusive: config.imagesDir === undefined });
+  if (collected.images.length || collected.recipes || collected.staging) log.info(collected, 'removed images no current definition uses');
   const store = new FunctionStore(config.stateDir, {
     maxUploadBytes: config.maxUploadMb * 1024 * 1024,
     maxUnpackedBytes: 4 * config.maxUploadMb * 1024 * 1024,

@@ -1,1 +1,1 @@
-export { ImageStore, type Image, type ImageStoreOptions } from './store.js';
+export { ImageStore, type CollectedImages, type Image, type ImageStoreOptions } from './store.js';

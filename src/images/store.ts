@@ -5,6 +5,7 @@
 //   <dir>/sha256-<content>/rootfs     the lowerdir (read-only by intent and mode)
 //   <dir>/sha256-<content>/image.json what it holds
 //   <dir>/recipes/<recipe-hash>       which content a recipe produced
+//   <dir>/tmp-<pid>-<random>          a build in progress (renamed when done)
 import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync, copyFileSync, utimesSync, constants as fsConstants, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
@@ -21,6 +22,8 @@ import { locateInterpreter, type InterpreterLayout } from './interpreters.js';
 const FORMAT = 4;
 const SYSTEM_PATH = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 const MIRRORED_TOP_LINKS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
+/** The mtime of the files the skeleton writes (seconds since the epoch; 1, as Nix does). */
+const SKELETON_TIME = 1;
 
 export interface Image {
   id: string;
@@ -29,6 +32,15 @@ export interface Image {
   /** Executable path inside the image per interpreter kind. */
   interpreters: Partial<Record<'node' | 'python', { executable: string; version: string }>>;
   builtAt: string;
+}
+
+/** What ImageStore.collect() removed. */
+export interface CollectedImages {
+  /** Image ids whose directories went. */
+  images: string[];
+  recipes: number;
+  /** Staging dirs of builds whose process is gone. */
+  staging: number;
 }
 
 export interface ImageStoreOptions {
@@ -65,6 +77,43 @@ export class ImageStore {
     const cached = this.readRecipe(recipeFile);
     if (cached) return cached;
     return this.build(planImage(sources), recipeFile);
+  }
+
+  /**
+   * Removes what no current image needs. Staging dirs of builders that are
+   * gone (a build killed halfway) always go. Images and recipes other than
+   * `keep` go only when this store is the directory's one user: a shared
+   * dir may hold another gateway's images, with its sandboxes running on
+   * them. Old images pile up otherwise: each host upgrade of node or
+   * python, or a new image format, leaves the previous build behind.
+   */
+  collect(keep: Iterable<Image>, { exclusive }: { exclusive: boolean }): CollectedImages {
+    const keptIds = new Set([...keep].map((image) => image.id));
+    const collected: CollectedImages = { images: [], recipes: 0, staging: 0 };
+    for (const name of readdirSync(this.options.dir)) {
+      const staging = /^tmp-(\d+)-/.exec(name);
+      if (staging && !processAlive(Number(staging[1]))) {
+        rmSync(join(this.options.dir, name), { recursive: true, force: true });
+        collected.staging++;
+      } else if (exclusive && name.startsWith('sha256-') && !keptIds.has(name)) {
+        rmSync(join(this.options.dir, name), { recursive: true, force: true });
+        collected.images.push(name);
+      }
+    }
+    if (!exclusive) return collected;
+    const recipes = join(this.options.dir, 'recipes');
+    for (const name of readdirSync(recipes)) {
+      let id: unknown;
+      try {
+        id = (JSON.parse(readFileSync(join(recipes, name), 'utf8')) as { id?: unknown }).id;
+      } catch {
+        id = undefined; // unreadable or half written: useless either way
+      }
+      if (!name.endsWith('.tmp') && typeof id === 'string' && keptIds.has(id)) continue;
+      rmSync(join(recipes, name), { force: true });
+      collected.recipes++;
+    }
+    return collected;
   }
 
   /** A recipe is still good when the libraries it pulled in are unchanged. */
@@ -111,6 +160,16 @@ export class ImageStore {
       throw error instanceof FnboxError ? error
         : new FnboxError('Internal', `building image ${plan.definition.name} failed: ${(error as Error).message}`, { cause: error });
     }
+  }
+}
+
+/** EPERM: alive, only not ours to signal. */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -205,7 +264,12 @@ function writeSkeleton(rootfs: string): void {
   for (const dir of ['proc', 'dev', 'code', 'etc', 'opt/fnbox', 'usr/bin', 'usr/lib']) mkdirSync(join(rootfs, dir), { recursive: true });
   mkdirSync(join(rootfs, 'tmp'));
   chmodSync(join(rootfs, 'tmp'), 0o1777);
-  const etc = (name: string, text: string): void => writeFileSync(join(rootfs, 'etc', name), text);
+  const etc = (name: string, text: string): void => {
+    const file = join(rootfs, 'etc', name);
+    writeFileSync(file, text);
+    // File times are part of the image id (see hashTree): ours are fixed, so a rebuild is the same image.
+    utimesSync(file, SKELETON_TIME, SKELETON_TIME);
+  };
   etc('passwd', `root:x:0:0:root:/tmp:/bin/sh\nsandbox:x:${PROGRAM_UID}:${PROGRAM_GID}:fnbox sandbox:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n`);
   etc('group', `root:x:0:\nsandbox:x:${PROGRAM_GID}:\nnogroup:x:65534:\n`);
   etc('hosts', '127.0.0.1\tlocalhost\n::1\tlocalhost\n');

@@ -11,7 +11,7 @@ export interface TestGateway extends Gateway {
   stop(): Promise<void>;
 }
 
-export async function startTestGateway(prefix: string, overrides: Record<string, string | boolean> = {}, stateDir = tempDir(prefix)): Promise<TestGateway> {
+export async function startTestGateway(prefix: string, overrides: Record<string, string | boolean | undefined> = {}, stateDir = tempDir(prefix)): Promise<TestGateway> {
   const config: Config = parseConfig({ port: '0', stateDir, imagesDir: TEST_IMAGE_DIR, logLevel: 'silent', ...overrides }, {});
   const gateway = await startGateway(config, silentLogger);
   return {
