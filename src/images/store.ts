@@ -13,6 +13,7 @@ import {
 } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { FnboxError } from '../errors.js';
+import { processAlive } from '../processes.js';
 import { PROGRAM_GID, PROGRAM_UID } from '../sandbox/spec.js';
 import { libraryClosure } from './closure.js';
 import { resolveDefinition, type ResolvedDefinition } from './definition.js';
@@ -160,16 +161,6 @@ export class ImageStore {
       throw error instanceof FnboxError ? error
         : new FnboxError('Internal', `building image ${plan.definition.name} failed: ${(error as Error).message}`, { cause: error });
     }
-  }
-}
-
-/** EPERM: alive, only not ours to signal. */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -5,6 +5,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FnboxError } from '../errors.js';
+import { processAlive } from '../processes.js';
 import { ID_RANGE } from './spec.js';
 
 export interface IdRangeOptions {
@@ -19,15 +20,6 @@ export const DEFAULT_ID_RANGES: IdRangeOptions = {
   slots: 16_384,
   lockDir: '/run/fnbox/id-slots',
 };
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export class IdRanges {
   private readonly mine = new Set<number>();
@@ -83,7 +75,7 @@ export class IdRanges {
     } catch {
       return false;
     }
-    if (!owner || alive(owner)) return false;
+    if (!owner || processAlive(owner)) return false;
     try {
       renameSync(file, `${file}.stale-${process.pid}`);
       unlinkSync(`${file}.stale-${process.pid}`);
