@@ -61,4 +61,36 @@ describe('WaitBudget', () => {
     await sleep(40);
     expect(expired).toBe(1000);
   });
+
+  it('lets a served call go at once: a busy queue holds only what still waits', () => {
+    const budget = new WaitBudget(60_000);
+    // Sustained load: each call gets its turn while newer ones arrive.
+    let oldest = budget.add(() => {});
+    for (let i = 0; i < 10_000; i++) {
+      const next = budget.add(() => {});
+      oldest.claim();
+      oldest = next;
+    }
+    expect(budget.held).toBe(1);
+    // Out of order: a settled ticket behind a waiting one stays until the front moves.
+    const a = budget.add(() => {});
+    const b = budget.add(() => {});
+    b.claim();
+    expect(budget.held).toBe(3);
+    oldest.claim();
+    expect(budget.held).toBe(2);
+    a.claim();
+    expect(budget.held).toBe(0);
+    expect(budget.waiting).toBe(0);
+  });
+
+  it('expiry still works after the list emptied and filled again', async () => {
+    const budget = new WaitBudget(10);
+    budget.add(() => {}).claim();
+    const expired: string[] = [];
+    budget.add(() => expired.push('late'));
+    await sleep(40);
+    expect(expired).toEqual(['late']);
+    expect(budget.held).toBe(0);
+  });
 });
