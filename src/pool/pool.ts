@@ -8,7 +8,7 @@ import type { ImageStore } from '../images/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { SandboxHost } from '../sandbox/index.js';
-import type { CancelSignal, InvokeRequest, InvokeResult, Worker, WorkerConfig } from '../runtime/worker.js';
+import { cancelledByCaller, type CancelSignal, type InvokeRequest, type InvokeResult, type Worker, type WorkerConfig } from '../runtime/worker.js';
 import type { Capacity, Evictable } from './capacity.js';
 import type { SparePool } from './spares.js';
 import { WaitBudget } from './wait-budget.js';
@@ -135,7 +135,9 @@ export class FunctionPool implements Evictable {
     const fn = this.config.functionName;
     const queueMs = performance.now() - enqueued;
     this.deps.metrics.queueWait.observe({ function: fn }, queueMs / 1000);
-    const { worker, cold } = await this.acquire();
+    // A caller that hung up while queued needs no sandbox to be told so.
+    if (options.signal?.aborted) throw cancelledByCaller();
+    const { worker, cold } = await this.acquire(options.signal);
     try {
       const result = await worker.invoke(request, { id: options.id, signal: options.signal });
       this.record(result.id, 'ok', result.receipt.wallMs, cold, result.logs);
@@ -156,8 +158,11 @@ export class FunctionPool implements Evictable {
     if (this.recent.length > RECENT_CALLS) this.recent.shift();
   }
 
-  /** An idle warm sandbox, or the next one to come free or finish booting. */
-  private acquire(): Promise<{ worker: Worker; cold: boolean }> {
+  /**
+   * An idle warm sandbox, or the next one to come free or finish booting.
+   * A caller that hangs up meanwhile stops waiting at once.
+   */
+  private acquire(signal?: CancelSignal): Promise<{ worker: Worker; cold: boolean }> {
     while (this.idle.length) {
       const worker = this.idle.pop()!;
       if (worker.state !== 'dead') {
@@ -165,9 +170,40 @@ export class FunctionPool implements Evictable {
       }
     }
     // Wait first, then boot: a boot that fails at once must find its waiter.
-    const waiting = new Promise<Worker>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    const waiting = new Promise<Worker>((resolve, reject) => {
+      const onAbort = (): void => {
+        const at = this.waiters.indexOf(waiter);
+        if (at < 0) return;
+        this.waiters.splice(at, 1);
+        reject(cancelledByCaller());
+      };
+      const waiter: Waiter = {
+        resolve: (worker) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(worker);
+        },
+        reject: (error) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
     if (this.workers.size + this.booting < this.config.maxConcurrency) this.boot(false).catch(() => {});
     return waiting.then((worker) => ({ worker, cold: worker.calls === 0 && !this.prewarmed.has(worker) }));
+  }
+
+  /**
+   * Calls already waiting for a sandbox get one even when no live sandbox
+   * will come free for them (the ones they waited for died): one boot per
+   * such call, draining or not — they were accepted.
+   */
+  private serveWaiters(): void {
+    let live = 0;
+    for (const worker of this.workers) if (worker.state !== 'dead') live++;
+    const needed = Math.min(this.waiters.length - this.booting - live, this.config.maxConcurrency - this.booting - live);
+    for (let i = 0; i < needed; i++) this.boot(false).catch(() => {});
   }
 
   private release(worker: Worker): void {
@@ -226,7 +262,8 @@ export class FunctionPool implements Evictable {
         this.reserved.delete(worker);
         this.deps.capacity.release(this.memoryBytes);
       }
-      // A crash or timeout took one: keep the reserved floor warm.
+      // A crash or timeout took one: calls waiting for it get another, and the reserved floor stays warm.
+      this.serveWaiters();
       if (!this.draining) this.ensureWarm();
     });
   }

@@ -63,6 +63,11 @@ export interface InvokeResult {
 }
 
 /** What invoke() uses of an AbortSignal; the gateway passes a lighter one of its own per request. */
+/** The caller hung up: its call is dropped, wherever it was. */
+export function cancelledByCaller(): FnboxError {
+  return new FnboxError('Unavailable', 'the call was cancelled by the caller', { details: { cancelled: true } });
+}
+
 export interface CancelSignal {
   readonly aborted: boolean;
   addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
@@ -287,7 +292,7 @@ export class Worker {
   async invoke(request: InvokeRequest, options: InvokeOptions = {}): Promise<InvokeResult> {
     await this.settling;
     if (this.state !== 'idle') throw new FnboxError('Unavailable', `worker for ${this.config.functionName} is ${this.state}`);
-    if (options.signal?.aborted) throw new FnboxError('Unavailable', 'the call was cancelled by the caller');
+    if (options.signal?.aborted) throw cancelledByCaller();
     if (request.body.length > this.config.maxPayloadBytes) {
       throw new FnboxError('PayloadTooLarge', `the payload of ${request.body.length} bytes exceeds the limit of ${this.config.maxPayloadBytes} bytes`);
     }
@@ -302,7 +307,7 @@ export class Worker {
     });
     const call = this.active!;
     const timer = setTimeout(() => call.settle({ error: new FnboxError('Timeout', `the call did not finish within ${timeoutMs} ms`, { details: { timeoutMs } }) }), timeoutMs);
-    const onAbort = (): void => call.settle({ error: new FnboxError('Unavailable', 'the call was cancelled by the caller', { details: { cancelled: true } }) });
+    const onAbort = (): void => call.settle({ error: cancelledByCaller() });
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const invocation: InvokeHeader = { k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers };
     for (const part of encodeFrame(invocation, request.body)) this.sandbox.channel!.write(part);

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../src/sandbox/index.js';
 import { TEST_IMAGE_DIR, tempDir } from '../support/env.js';
-import { deployFiles, NODE_ECHO } from '../support/gateway.js';
+import { deployFiles, NODE_ECHO, startTestGateway } from '../support/gateway.js';
 import { fnboxCgroupDirs, hostMounts } from '../support/host-state.js';
 
 /** 'gone', or the Name/State/Uid lines of whatever holds the pid now. */
@@ -58,6 +58,57 @@ describe('graceful shutdown', () => {
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
       rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('calls whose clients hung up hold neither a sandbox nor the shutdown', async () => {
+    const gateway = await startTestGateway('hangup', { shutdownGraceMs: '30000' });
+    let closed = false;
+    try {
+      expect((await deployFiles(gateway, 'echo', { ...NODE_ECHO, 'fnbox.json': '{"runtime":"node","maxConcurrency":2,"minWarm":2,"queueMax":100}' })).status).toBe(201);
+      // Two calls run (their sandboxes are retired when cancelled), six wait behind them.
+      const callers = Array.from({ length: 8 }, () => new AbortController());
+      const calls = callers.map((caller, i) => fetch(`${gateway.url}/fn/echo/sleep?ms=3000`, { method: 'POST', body: `call-${i}`, signal: caller.signal }).catch((error: Error) => error.name));
+      await sleep(300);
+      for (const caller of callers) caller.abort();
+      expect(await Promise.all(calls)).toEqual(Array(8).fill('AbortError'));
+      const started = Date.now();
+      await gateway.close();
+      closed = true;
+      // Nothing is left to finish: the 30 s grace period is not waited out.
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      if (!closed) await gateway.close();
+      rmSync(gateway.stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a call still waiting when the sandboxes it waited for were retired is served during the shutdown', async () => {
+    const gateway = await startTestGateway('retired', { shutdownGraceMs: '30000' });
+    let closed = false;
+    try {
+      expect((await deployFiles(gateway, 'echo', { ...NODE_ECHO, 'fnbox.json': '{"runtime":"node","maxConcurrency":2,"minWarm":2,"queueMax":100}' })).status).toBe(201);
+      const leaving = [new AbortController(), new AbortController()];
+      const running = leaving.map((caller) => fetch(`${gateway.url}/fn/echo/sleep?ms=3000`, { method: 'POST', signal: caller.signal }).catch((error: Error) => error.name));
+      await sleep(300);
+      const waiting = [0, 1].map((i) => fetch(`${gateway.url}/fn/echo`, { method: 'POST', body: `waiting-${i}` }));
+      await sleep(100);
+      // The two running calls are cancelled: their sandboxes go, and the shutdown begins at once.
+      for (const caller of leaving) caller.abort();
+      expect(await Promise.all(running)).toEqual(['AbortError', 'AbortError']);
+      const started = Date.now();
+      const closing = gateway.close();
+      const answers = await Promise.all(waiting.map(async (p) => {
+        const response = await p;
+        return { status: response.status, body: ((await response.json()) as { body?: string }).body };
+      }));
+      await closing;
+      closed = true;
+      expect(answers).toEqual([{ status: 200, body: 'waiting-0' }, { status: 200, body: 'waiting-1' }]);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      if (!closed) await gateway.close();
+      rmSync(gateway.stateDir, { recursive: true, force: true });
     }
   });
 });
