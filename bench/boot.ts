@@ -67,7 +67,7 @@ export async function runBoot(context: BenchContext): Promise<{ results: ResultR
   }
   await sleeper.destroy();
   results.push(summarize('boot', 'fnbox', 'reset', 'ms', resetSamples, 'round trip from the gateway'));
-  results.push(summarize('boot', 'fnbox', 'reset-in-launcher', 'ms', resetLauncherUs, 'time inside the monitor until it answers: setns, attach the layer built ahead, copy /proc and /dev across, pivot_root, detach the old root (the old layer is torn down after the answer)'));
+  results.push(summarize('boot', 'fnbox', 'reset-in-launcher', 'ms', resetLauncherUs, 'time inside the monitor: new tmpfs+overlay, setns, pivot_root'));
 
   progress('boot: runtime ready');
   for (const runtime of ['node', 'python'] as const) {

@@ -871,13 +871,14 @@ static int reset_root(struct sandbox_handle *sb) {
   if (syscall(SYS_pivot_root, ".", ".") < 0) return reset_fail(sb, "pivot_root", &fresh);
   if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
-  struct layer old = sb->layer;
+  /* The old overlay holds its own clone of the upper: the holder can go.
+   * Before the reply, though it waits for RCU grace periods: the old
+   * layer's files are charged to the sandbox's memory until its tmpfs is
+   * gone, and the next call's memory (its peak, its OOM margin) must not
+   * include them. */
+  release_layer(&sb->layer);
   sb->layer = fresh;
   emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"us\":%lld}", sb->layer.tmpfs_fd, now_us() - started);
-  /* After the reply: tearing a layer down waits for RCU grace periods,
-   * and nothing runs on it any more. The old overlay holds its own clone
-   * of the upper, so the holder can go too. */
-  release_layer(&old);
   return 0;
 }
 
