@@ -136,8 +136,8 @@ export class ImageStore {
     try {
       writeSkeleton(rootfs);
       for (const [source, target] of plan.files) placeFile(rootfs, source, target);
-      for (const copy of plan.copies) copyTree(copy.from, join(rootfs, copy.to), []);
-      for (const tree of plan.trees) copyTree(tree.path, join(rootfs, tree.path), tree.exclude);
+      for (const copy of plan.copies) copyTree(copy.from, join(rootfs, copy.to), projectFiles(copy.from));
+      for (const tree of plan.trees) copyTree(tree.path, join(rootfs, tree.path), listFiles(tree.path, tree.exclude));
       makeReadOnly(rootfs);
       chmodSync(join(rootfs, 'tmp'), 0o1777);
       const id = `sha256-${hashTree(rootfs)}`;
@@ -209,7 +209,7 @@ function listSources(definition: ResolvedDefinition, projectRoot: string): Image
   recipe.update(JSON.stringify({ FORMAT, definition, trees, interpreters }));
   for (const file of [...executables, ...interpreters.map((i) => i.executable)]) recipe.update(fingerprint(file));
   for (const tree of trees) for (const file of listFiles(tree.path, tree.exclude)) recipe.update(fingerprint(file));
-  for (const copy of copies) for (const file of listFiles(copy.from, [])) recipe.update(fingerprint(file) + readFileSync(file, 'utf8'));
+  for (const copy of copies) for (const file of projectFiles(copy.from)) recipe.update(fingerprint(file) + readFileSync(file, 'utf8'));
   return { definition, executables, interpreters, trees, copies, recipeHash: recipe.digest('hex') };
 }
 
@@ -226,6 +226,15 @@ function fingerprint(file: string): string {
   const st = statSync(file);
   // No inode number: the same files seen through 9p or overlay (the v2 test VM) keep their recipe.
   return `${file}\0${st.size}\0${st.mtimeMs}\n`;
+}
+
+/**
+ * The project files an image copies: a host's bytecode caches left beside
+ * them (python's __pycache__) are not part of the source, and would make two
+ * checkouts build different images.
+ */
+function projectFiles(root: string): string[] {
+  return listFiles(root, []).filter((file) => !file.includes('/__pycache__/'));
 }
 
 function listFiles(root: string, exclude: string[]): string[] {
@@ -272,8 +281,9 @@ function placeFile(rootfs: string, source: string, target: string): void {
   copyFile(source, join(rootfs, target));
 }
 
-function copyTree(from: string, to: string, exclude: string[]): void {
-  for (const file of listFiles(from, exclude)) copyFile(file, join(to, relative(from, file)));
+/** Copies `files` (paths under `from`) to the same places under `to`. */
+function copyTree(from: string, to: string, files: string[]): void {
+  for (const file of files) copyFile(file, join(to, relative(from, file)));
 }
 
 /**
