@@ -62,12 +62,12 @@ export interface InvokeResult {
   receipt: Receipt;
 }
 
-/** What invoke() uses of an AbortSignal; the gateway passes a lighter one of its own per request. */
 /** The caller hung up: its call is dropped, wherever it was. */
 export function cancelledByCaller(): FnboxError {
   return new FnboxError('Unavailable', 'the call was cancelled by the caller', { details: { cancelled: true } });
 }
 
+/** What invoke() uses of an AbortSignal; the gateway passes a lighter one of its own per request. */
 export interface CancelSignal {
   readonly aborted: boolean;
   addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
