@@ -6,7 +6,7 @@ import { FnboxError } from '../errors.js';
 import type { CallMeter, CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
 import type { IdRanges } from './ids.js';
 import type { LaunchedSandbox, LauncherEvent } from './launcher.js';
-import { HOSTNAME_PATTERN, type SandboxSpec } from './spec.js';
+import { HOSTNAME_PATTERN, isLayerPath, type SandboxSpec } from './spec.js';
 
 export type ExitReason = 'exited' | 'signaled' | 'oom' | 'killed';
 
@@ -179,7 +179,7 @@ export class Sandbox {
    */
   async adopt(codeLayer: string, hostname: string): Promise<ResetResult> {
     if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
-    if (!codeLayer.startsWith('/') || /[:,\n]/.test(codeLayer)) throw new FnboxError('SandboxError', `code layer ${JSON.stringify(codeLayer)} must be an absolute path without ':', ',' or a newline`);
+    if (!isLayerPath(codeLayer)) throw new FnboxError('SandboxError', `code layer ${JSON.stringify(codeLayer)} must be an absolute path without ':', ',' or a newline`);
     if (!HOSTNAME_PATTERN.test(hostname)) throw new FnboxError('SandboxError', `hostname ${JSON.stringify(hostname)} must match ${HOSTNAME_PATTERN}`);
     const result = await this.swapRoot(`adopt ${hostname} ${codeLayer}\n`, 'adoption');
     this.currentSpec = { ...this.currentSpec, lowers: [codeLayer, ...this.currentSpec.lowers.slice(1)], hostname };

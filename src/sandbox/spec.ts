@@ -106,6 +106,14 @@ const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/;
 /** What fnbox sets as a sandbox's hostname: one word the kernel takes (at most 64 bytes). */
 export const HOSTNAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
+/**
+ * A lowerdir the launcher can take: absolute, and free of overlay's list
+ * separators and of the newline that ends a control command (adopt).
+ */
+export function isLayerPath(path: string): boolean {
+  return path.startsWith('/') && !/[:,\n]/.test(path);
+}
+
 function invalid(message: string): FnboxError {
   return new FnboxError('SandboxError', `invalid sandbox spec: ${message}`);
 }
@@ -114,8 +122,8 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
   if (!ID_PATTERN.test(options.id)) throw invalid(`sandbox id ${JSON.stringify(options.id)} must match ${ID_PATTERN}`);
   if (options.layers.length === 0) throw invalid('a sandbox needs at least one layer');
   for (const layer of options.layers) {
-    if (!layer.startsWith('/') || layer.includes(':') || layer.includes(',')) {
-      throw invalid(`layer ${JSON.stringify(layer)} must be an absolute path without ':' or ','`);
+    if (!isLayerPath(layer)) {
+      throw invalid(`layer ${JSON.stringify(layer)} must be an absolute path without ':', ',' or a newline`);
     }
   }
   if (options.argv.length === 0 || !options.argv[0]!.startsWith('/')) throw invalid('argv[0] must be an absolute path inside the sandbox');
