@@ -320,6 +320,7 @@ export class Worker {
 
     if (error) {
       // Timeout, crash, cancellation: the sandbox's state can no longer be trusted.
+      if (error.code === 'Timeout') this.notePidsLimit(error, this.pidsMaxHits());
       this.retire();
       error.details.logs ??= logs;
       throw error;
@@ -428,10 +429,31 @@ export class Worker {
         call.settle({ error: new FnboxError('OutOfMemory', `the function ran out of memory (limit ${this.config.memoryMb} MiB)`, { details: { ...details, memoryMb: this.config.memoryMb } }) });
       } else if (exit.reason !== 'killed') {
         const how = exit.signal !== undefined ? `was killed by signal ${exit.signal}` : `exited with code ${exit.code}`;
-        call.settle({ error: new FnboxError('Crashed', `the function's process ${how}`, { details }) });
+        call.settle({ error: this.notePidsLimit(new FnboxError('Crashed', `the function's process ${how}`, { details }), exit.pidsMaxHits) });
       }
     }
     this.retire();
+  }
+
+  private pidsMaxHits(): number {
+    try {
+      return this.sandbox.events().pidsMaxHits;
+    } catch {
+      return 0; // the cgroup is already gone
+    }
+  }
+
+  /**
+   * A call that hung or died while its forks were being refused at pids.max
+   * (a fork bomb, a runaway pool) says so: a bare Timeout would send its
+   * author looking in the wrong place. The count is the sandbox's, and such
+   * a call retires it, so it is this call's or an earlier one's on it.
+   */
+  private notePidsLimit(error: FnboxError, hits: number): FnboxError {
+    if (hits === 0) return error;
+    error.message += `; ${hits} of its forks were refused at its process limit (pidsMax ${this.config.pidsMax})`;
+    Object.assign(error.details, { pidsMax: this.config.pidsMax, pidsMaxHits: hits });
+    return error;
   }
 
   /** Out of service: destroy the sandbox and tell whoever pools us. */
