@@ -4,6 +4,12 @@
 // latency while the attack runs, and (c) that the host is unchanged after:
 // no mounts, no cgroups, no processes, no files outside the state dir, the
 // attacker's host uids unused.
+//
+// (b) is measured over the hostile calls only, sampled until they end: the
+// attacker's deploy is ordinary work the gateway does for any tenant (it
+// spawns the unpacker, adopts a spare), and the 15 samples once taken right
+// after starting it mostly timed that deploy, not the attack (a CI run failed
+// so). Each p50 spans at least half a second of calls.
 import { readdirSync } from 'node:fs';
 import { expect } from 'vitest';
 import { deployFiles, type TestGateway } from '../support/gateway.js';
@@ -39,23 +45,37 @@ export function hostView(gateway: TestGateway): HostView {
   return { mounts: hostMounts(), cgroups: fnboxCgroupDirs(gateway.deps.host.cgroupParentName), files: listing() };
 }
 
-export async function witnessLatency(gateway: TestGateway, calls = 15): Promise<number> {
+async function witnessCall(gateway: TestGateway, i: number): Promise<number> {
+  const started = performance.now();
+  const response = await fetch(`${gateway.url}/invoke/witness`, { method: 'POST', body: String(i) });
+  expect(await response.json()).toEqual({ witness: i });
+  return performance.now() - started;
+}
+
+function median(samples: number[]): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+/**
+ * The witness's p50 over calls made one after another while `running` is
+ * pending, and for at least `minMs`: a short window is one moment of a noisy
+ * 2-vCPU machine (one GC, one idle vCPU waking up shifts all its samples).
+ */
+export async function witnessLatency(gateway: TestGateway, running: Promise<unknown> = Promise.resolve(), minMs = 500): Promise<number> {
+  let settled = false;
+  void running.then(() => (settled = true), () => (settled = true));
   const samples: number[] = [];
-  for (let i = 0; i < calls; i++) {
-    const started = performance.now();
-    const response = await fetch(`${gateway.url}/invoke/witness`, { method: 'POST', body: String(i) });
-    expect(await response.json()).toEqual({ witness: i });
-    samples.push(performance.now() - started);
-  }
-  samples.sort((a, b) => a - b);
-  return samples[Math.floor(samples.length / 2)]!;
+  const until = performance.now() + minMs;
+  while (!settled || performance.now() < until) samples.push(await witnessCall(gateway, samples.length));
+  return median(samples);
 }
 
 export async function setUpWitness(gateway: TestGateway): Promise<number> {
   const deployed = await deployFiles(gateway, 'witness', WITNESS);
   expect(deployed.status, await deployed.clone().text()).toBe(201);
-  await witnessLatency(gateway, 20);
-  return witnessLatency(gateway, 30);
+  await witnessLatency(gateway, Promise.resolve(), 200);
+  return witnessLatency(gateway);
 }
 
 /** The attacker's sandboxes, as /sandboxes shows them. */
@@ -69,11 +89,18 @@ async function spareCgroupDirs(gateway: TestGateway): Promise<string[]> {
   return sandboxes.filter((sb) => sb.state === 'spare').flatMap((sb) => sb.cgroupDirs);
 }
 
+export interface Attack<T> {
+  /** Puts the attacker in place; not measured (see the top of this file). */
+  deploy?: () => Promise<void>;
+  /** The hostile calls: the witness is measured while they run. */
+  run: () => Promise<T>;
+}
+
 /**
- * Runs `attack` (which deploys and calls function `name`) while measuring
- * the witness; then deletes the attacker and checks the host is as before.
+ * Deploys and runs an attack by function `name` while measuring the
+ * witness; then deletes the attacker and checks the host is as before.
  */
-export async function underAttack<T>(gateway: TestGateway, idleMs: number, name: string, attack: () => Promise<T>): Promise<T> {
+export async function underAttack<T>(gateway: TestGateway, idleMs: number, name: string, attack: Attack<T>): Promise<T> {
   const before = hostView(gateway);
   const seenUids = new Set<number>();
   let attacking = true;
@@ -83,14 +110,21 @@ export async function underAttack<T>(gateway: TestGateway, idleMs: number, name:
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   })();
-  const outcome = attack();
-  const during = await witnessLatency(gateway);
+  let outcome: Promise<T> | undefined;
+  try {
+    await attack.deploy?.();
+    outcome = attack.run();
+    const during = await witnessLatency(gateway, outcome);
+    console.log(`${name}: witness p50 idle ${idleMs.toFixed(2)} ms, during the attack ${during.toFixed(2)} ms`);
+    // (b) the well-behaved function kept its pace (2×, plus 1 ms for timer noise)
+    expect(during, `witness p50 during the attack vs idle ${idleMs.toFixed(2)} ms`).toBeLessThanOrEqual(idleMs * 2 + 1);
+  } finally {
+    void outcome?.catch(() => undefined);
+    attacking = false;
+    await watch;
+  }
   const result = await outcome;
-  attacking = false;
-  await watch;
   for (const sb of await sandboxesOf(gateway, name)) seenUids.add(sb.hostUid);
-  // (b) the well-behaved function kept its pace (2×, plus 1 ms for timer noise)
-  expect(during, `witness p50 during the attack vs idle ${idleMs.toFixed(2)} ms`).toBeLessThanOrEqual(idleMs * 2 + 1);
   // (c) the host is unchanged once the attacker is deleted
   await fetch(`${gateway.url}/functions/${name}`, { method: 'DELETE' });
   const after = hostView(gateway);
@@ -100,5 +134,5 @@ export async function underAttack<T>(gateway: TestGateway, idleMs: number, name:
   const spareCgroups = await spareCgroupDirs(gateway);
   expect(after.cgroups.filter((dir) => !before.cgroups.includes(dir) && !spareCgroups.includes(dir))).toEqual([]);
   for (const uid of seenUids) expect(processesWithUidIn(uid - 1000, uid - 1000 + 65536), `host uid range of ${uid}`).toEqual([]);
-  return result;
+  return result as T;
 }

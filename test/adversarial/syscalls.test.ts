@@ -123,11 +123,13 @@ beforeAll(async () => {
 afterAll(() => gateway.stop());
 
 async function probe(name: string, event: Record<string, unknown>): Promise<Record<string, unknown>> {
-  return underAttack(gateway, idle, name, async () => {
-    expect((await deployFiles(gateway, name, PROBE)).status).toBe(201);
-    const response = await invoke(gateway, name, JSON.stringify(event), { headers: { 'content-type': 'application/json' } });
-    expect(response.status).toBe(200);
-    return (await response.json()) as Record<string, unknown>;
+  return underAttack(gateway, idle, name, {
+    deploy: async () => void expect((await deployFiles(gateway, name, PROBE)).status).toBe(201),
+    run: async () => {
+      const response = await invoke(gateway, name, JSON.stringify(event), { headers: { 'content-type': 'application/json' } });
+      expect(response.status).toBe(200);
+      return (await response.json()) as Record<string, unknown>;
+    },
   });
 }
 
@@ -185,12 +187,14 @@ describe('the host stays out of reach', () => {
 
   it('a port the function listens on is not reachable from the host', async () => {
     const port = 40000 + (process.pid % 20000);
-    const result = await underAttack(gateway, idle, 'attack-listen', async () => {
-      expect((await deployFiles(gateway, 'attack-listen', PROBE)).status).toBe(201);
-      const call = invoke(gateway, 'attack-listen', JSON.stringify({ action: 'listen', port, seconds: 1.5 }), { headers: { 'content-type': 'application/json' } });
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      const reached = await tryConnect(port);
-      return { reached, answer: (await (await call).json()) as { accepted: boolean } };
+    const result = await underAttack(gateway, idle, 'attack-listen', {
+      deploy: async () => void expect((await deployFiles(gateway, 'attack-listen', PROBE)).status).toBe(201),
+      run: async () => {
+        const call = invoke(gateway, 'attack-listen', JSON.stringify({ action: 'listen', port, seconds: 1.5 }), { headers: { 'content-type': 'application/json' } });
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        const reached = await tryConnect(port);
+        return { reached, answer: (await (await call).json()) as { accepted: boolean } };
+      },
     });
     expect(result.reached).toBe('ECONNREFUSED');
     expect(result.answer).toEqual({ accepted: false });

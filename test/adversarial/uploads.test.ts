@@ -26,7 +26,7 @@ function stateFiles(): string[] {
 
 async function refusedUpload(name: string, body: Buffer, type = 'InvalidFunction', status = 400): Promise<string> {
   const files = stateFiles();
-  const error = await underAttack(gateway, idle, name, async () => errorOf(await put(gateway, name, body)));
+  const error = await underAttack(gateway, idle, name, { run: async () => errorOf(await put(gateway, name, body)) });
   expect(error).toMatchObject({ status, type });
   expect(stateFiles()).toEqual(files);
   return error.message;
@@ -65,7 +65,7 @@ describe('tarballs that try to escape are refused', () => {
 describe('hostile HTTP', () => {
   it('a 1 GiB upload is cut off at the upload limit with PayloadTooLarge', async () => {
     const before = hostView(gateway);
-    const outcome = await underAttack(gateway, idle, 'attack-big', () => new Promise<{ status: number; body: string }>((resolve) => {
+    const outcome = await underAttack(gateway, idle, 'attack-big', { run: () => new Promise<{ status: number; body: string }>((resolve) => {
       const upload = request(`${gateway.url}/functions/attack-big`, { method: 'PUT', headers: { 'content-length': String(1024 ** 3) } }, (response) => {
         let body = '';
         response.on('data', (chunk: Buffer) => (body += chunk.toString()));
@@ -79,7 +79,7 @@ describe('hostile HTTP', () => {
         if (sent < 1024) upload.once('drain', pump);
       };
       pump();
-    }));
+    }) });
     expect(outcome.status).toBe(413);
     expect(JSON.parse(outcome.body).error.type).toBe('PayloadTooLarge');
     expect(hostView(gateway).files).toEqual(before.files);
@@ -123,7 +123,7 @@ describe('hostile HTTP', () => {
       socket.on('close', () => resolve());
       socket.on('error', () => resolve());
     });
-    expect(await witnessLatency(gateway, 10)).toBeLessThanOrEqual(idle * 2 + 1);
+    expect(await witnessLatency(gateway)).toBeLessThanOrEqual(idle * 2 + 1);
   });
 
   it('oversized headers are refused by the HTTP server (431)', async () => {
