@@ -798,7 +798,10 @@ struct sandbox_handle {
   pid_t init; int mnt_ns_fd; int host_mnt_fd;
   struct layer layer;
   /* The next reset's layer, built while the program runs a call: a reset
-   * then only swaps (tmpfs + overlay creation is half of its cost). */
+   * then only swaps (tmpfs + overlay creation is half of its cost). Not
+   * built at boot but after the first swap: a sandbox whose calls write
+   * nothing never needs one, and each layer held costs three expedited RCU
+   * grace periods when it goes, which parallel boots queue behind. */
   struct layer next; int has_next;
 };
 
@@ -1081,7 +1084,6 @@ static int run_monitor(int argc, char **argv) {
        child, getpid(), sb.layer.tmpfs_fd, started, now_us() - started);
 
   STEP("monitor");
-  prepare_next_layer(&sb);
   int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
   if (pidfd < 0) die(EXIT_INIT, "pidfd_open");
   /* The init writes the program's status to the exit pipe before it exits
