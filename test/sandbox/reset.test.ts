@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Sandbox, SandboxHost } from '../../src/sandbox/index.js';
 import { image, openTestHost, tempDir } from '../support/env.js';
+import { hostMounts } from '../support/host-state.js';
 
 let host: SandboxHost;
 let cleanup: () => Promise<void>;
@@ -201,13 +202,21 @@ describe('resetRoot', () => {
     }
   });
 
-  it('many resets leak no file descriptors in the monitor', async () => {
+  it('many resets leak no file descriptors in the monitor, and no mounts in the sandbox or on the host', async () => {
     const sandbox = await host.boot({ layers: [image('shell').rootfs], argv: ['/bin/sleep', '30'] });
+    // Mount points only: ids and fd numbers in the options change with each layer.
+    const sandboxMounts = (): string[] => readFileSync(`/proc/${sandbox.initPid}/mountinfo`, 'utf8').trim().split('\n').map((line) => line.split(' ')[4]!);
     try {
       await sandbox.resetRoot({ force: true });
       const fds = await settledFdCount(sandbox.monitorPid);
+      const mounts = sandboxMounts();
+      const onHost = hostMounts();
       for (let i = 0; i < 50; i++) await sandbox.resetRoot({ force: true });
       expect(await settledFdCount(sandbox.monitorPid)).toBe(fds);
+      // Each old layer (its overlay and its tmpfs, which joins the old root to be detached with it) is gone.
+      expect(sandboxMounts()).toEqual(mounts);
+      expect(mounts.filter((point) => point.includes('.fnbox'))).toEqual([]);
+      expect(hostMounts()).toEqual(onHost);
     } finally {
       await sandbox.destroy();
     }
