@@ -894,7 +894,9 @@ static int reset_root(struct sandbox_handle *sb) {
    * Before the reply, though it waits for RCU grace periods: the old
    * layer's files are charged to the sandbox's memory until its tmpfs is
    * gone, and the next call's memory (its peak, its OOM margin) must not
-   * include them. */
+   * include them. Deleting them first frees nothing (the old overlay still
+   * holds their inodes); truncating them would SIGBUS a process that still
+   * maps one. */
   release_layer(&sb->layer);
   sb->layer = fresh;
   emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"us\":%lld}", sb->layer.tmpfs_fd, now_us() - started);
