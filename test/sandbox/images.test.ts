@@ -134,5 +134,6 @@ describe('images', () => {
     } finally {
       await gateway.stop();
     }
-  });
+    // 20-45 s in the emulated VMs (a hard-linked copy of four images, a gateway start with spares).
+  }, 240_000);
 });
