@@ -53,6 +53,8 @@ export interface BootRequest {
 export class SandboxHost {
   private readonly sandboxes = new Map<string, Sandbox>();
   private closing?: Promise<void>;
+  /** Boots under way: close() waits for them, or their cgroups would outlive it. */
+  private readonly booting = new Set<Promise<unknown>>();
 
   private constructor(
     readonly stateDir: string,
@@ -98,8 +100,16 @@ export class SandboxHost {
     return this.sandboxes.get(id);
   }
 
-  async boot(request: BootRequest): Promise<Sandbox> {
-    if (this.closing) throw new FnboxError('Unavailable', 'the sandbox host is shutting down');
+  boot(request: BootRequest): Promise<Sandbox> {
+    if (this.closing) return Promise.reject(new FnboxError('Unavailable', 'the sandbox host is shutting down'));
+    const booting = this.bootOnce(request);
+    const settled = booting.then(() => undefined, () => undefined);
+    this.booting.add(settled);
+    void settled.then(() => this.booting.delete(settled));
+    return booting;
+  }
+
+  private async bootOnce(request: BootRequest): Promise<Sandbox> {
     const id = request.id ?? `sb-${randomBytes(6).toString('hex')}`;
     if (this.sandboxes.has(id)) throw new FnboxError('SandboxError', `sandbox ${id} already exists`);
     const limits = { ...DEFAULT_LIMITS, ...request.limits };
@@ -152,6 +162,10 @@ export class SandboxHost {
   /** Destroys every sandbox, stops the launcher, removes fnbox's cgroups. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // A boot that answers during the close registers its sandbox after
+      // we listed them, and one that fails removes its cgroup on its own
+      // time: either way the parent cgroups could not go. Let them finish.
+      await Promise.all(this.booting);
       await Promise.all(this.live().map((sandbox) => sandbox.destroy()));
       await this.launcher.close();
       await this.cgroups.close();
