@@ -97,23 +97,26 @@ describe('clean-up', () => {
 
 describe('closing the host while sandboxes boot', () => {
   it('waits for the boots in flight and leaves no cgroup, mount, process or directory', async () => {
-    const { host: closing, stateDir: closingState } = await openTestHost('close-race');
-    const shell = image('shell');
-    const boots = Array.from({ length: 8 }, () => closing.boot({ layers: [shell.rootfs], argv: ['/bin/sh', '-c', 'sleep 60'] }));
-    const outcomes = Promise.allSettled(boots);
-    // Close with boots at every stage: some answered, some still in the launcher.
-    await Promise.race(boots);
-    await closing.close();
-    const settled = await outcomes;
-    const monitors = settled.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value.monitorPid, outcome.value.initPid] : []));
-    expect(monitors.filter(alive)).toEqual([]);
-    expect(fnboxCgroupDirs(closing.cgroupParentName)).toEqual([]);
-    expect(hostMounts().filter((m) => m.includes('fnbox'))).toEqual([]);
-    expect(readdirSync(closingState)).toEqual([]);
-    // A boot asked for after the close is refused, and makes nothing.
-    await expect(closing.boot({ layers: [shell.rootfs], argv: ['/bin/true'] })).rejects.toMatchObject({ code: 'Unavailable' });
-    expect(fnboxCgroupDirs(closing.cgroupParentName)).toEqual([]);
-    rmSync(closingState, { recursive: true, force: true });
+    const { host: closing, stateDir: closingState, cleanup: closeAgain } = await openTestHost('close-race');
+    try {
+      const shell = image('shell');
+      const boots = Array.from({ length: 8 }, () => closing.boot({ layers: [shell.rootfs], argv: ['/bin/sh', '-c', 'sleep 60'] }));
+      const outcomes = Promise.allSettled(boots);
+      // Close with boots at every stage: some answered, some still in the launcher.
+      await Promise.race(boots);
+      await closing.close();
+      const settled = await outcomes;
+      const monitors = settled.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value.monitorPid, outcome.value.initPid] : []));
+      expect(monitors.filter(alive)).toEqual([]);
+      expect(fnboxCgroupDirs(closing.cgroupParentName)).toEqual([]);
+      expect(hostMounts().filter((m) => m.includes('fnbox'))).toEqual([]);
+      expect(readdirSync(closingState)).toEqual([]);
+      // A boot asked for after the close is refused, and makes nothing.
+      await expect(closing.boot({ layers: [shell.rootfs], argv: ['/bin/true'] })).rejects.toMatchObject({ code: 'Unavailable' });
+      expect(fnboxCgroupDirs(closing.cgroupParentName)).toEqual([]);
+    } finally {
+      await closeAgain().catch(() => rmSync(closingState, { recursive: true, force: true }));
+    }
   });
 });
 
