@@ -30,6 +30,7 @@ export class Dispatcher {
   readonly capacity: Capacity;
   readonly spares: SparePool;
   private readonly options: Required<DispatcherOptions>;
+  private closed = false;
 
   constructor(
     private readonly host: SandboxHost,
@@ -98,6 +99,9 @@ export class Dispatcher {
 
   /** The pool serving a function's active revision (made on first use). */
   pool(name: string): FunctionPool {
+    // Keep-alive connections still bring calls after close(): a new pool
+    // would boot sandboxes on a host that is being torn down.
+    if (this.closed) throw new FnboxError('Unavailable', 'the gateway is shutting down; retry', { details: { retryAfterSec: 1 } });
     const fn = this.store.require(name);
     const current = this.pools.get(name);
     if (current?.config.revision === fn.active.revision) return current;
@@ -182,8 +186,11 @@ export class Dispatcher {
 
   /** Shutdown: let calls in flight finish (up to the deadline), destroy every sandbox. */
   async close(deadlineMs = 10_000): Promise<void> {
+    this.closed = true;
     const all = this.allPools();
     this.pools.clear();
-    await Promise.all([...all.map((pool) => pool.drain(deadlineMs)), this.spares.close()]);
+    await Promise.all(all.map((pool) => pool.drain(deadlineMs)));
+    // Only then: a call accepted before the close may still be waiting to adopt a spare.
+    await this.spares.close();
   }
 }

@@ -1,6 +1,7 @@
 // SIGTERM: stop accepting, finish the calls in flight, destroy every
 // sandbox, leave nothing behind.
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -77,6 +78,39 @@ describe('graceful shutdown', () => {
       closed = true;
       // Nothing is left to finish: the 30 s grace period is not waited out.
       expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      if (!closed) await gateway.close();
+      rmSync(gateway.stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a call that arrives on a kept-alive connection during the shutdown is refused (503), and boots nothing', async () => {
+    const gateway = await startTestGateway('keepalive');
+    let closed = false;
+    try {
+      expect((await deployFiles(gateway, 'echo', { ...NODE_ECHO, 'fnbox.json': '{"runtime":"node","minWarm":1}' })).status).toBe(201);
+      const socket = connect(gateway.port, '127.0.0.1');
+      let received = '';
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+      const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      const send = (path: string): boolean => socket.write(`POST ${path} HTTP/1.1\r\nHost: fnbox\r\nContent-Length: 1\r\n\r\nx`);
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      send('/fn/echo/sleep?ms=600');
+      await sleep(200);
+      const closing = gateway.close();
+      for (let i = 0; i < 200 && !received.includes('"body":"x"'); i++) await sleep(10);
+      expect(received).toMatch(/^HTTP\/1\.1 200/);
+      // The same connection, after the answer: the pools are draining or gone.
+      received = '';
+      send('/fn/echo');
+      await Promise.race([ended, sleep(3000)]);
+      await closing;
+      closed = true;
+      socket.destroy();
+      // Refused, or the connection closed before it was read: never served by a new pool.
+      if (received) expect(received).toMatch(/^HTTP\/1\.1 503[\s\S]*"type":"Unavailable"[\s\S]*shutting down/);
+      expect(gateway.deps.dispatcher.poolIfAny('echo')).toBeUndefined();
+      expect(gateway.deps.host.live()).toEqual([]);
     } finally {
       if (!closed) await gateway.close();
       rmSync(gateway.stateDir, { recursive: true, force: true });
