@@ -13,6 +13,9 @@ export function errorResponse(c: Context, error: unknown, log?: Logger, options:
   if (typed.details.cancelled) {
     // The caller hung up: nobody reads this answer and nothing failed on our side.
     log?.info({ code: typed.code, invocationId: typed.details.invocationId }, 'call cancelled by the caller');
+  } else if (typed.code === 'Unavailable') {
+    // Retry later: a shutdown or a replaced version, not a fault of ours (a stack would only alarm).
+    log?.warn({ code: typed.code, err: typed.message }, 'request refused for now');
   } else if (typed.status >= 500 && !['Unhandled', 'Crashed', 'OutOfMemory', 'Timeout', 'InitError'].includes(typed.code)) {
     log?.error({ err: error instanceof Error ? { message: error.message, stack: error.stack } : error, code: typed.code }, 'request failed');
   }
