@@ -95,6 +95,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
         log.info({ graceMs: config.shutdownGraceMs }, 'shutting down: no new requests, finishing calls in flight');
         const stopped = new Promise<void>((resolve) => httpServer.close(() => resolve()));
         httpServer.closeIdleConnections();
+        // Kept-alive connections would keep bringing calls to refuse: each
+        // answer from now on closes its connection, so clients reconnect (and
+        // find nobody listening) instead.
+        httpServer.on('request', (_request, response) => response.setHeader('Connection', 'close'));
         await dispatcher.close(config.shutdownGraceMs);
         httpServer.closeAllConnections();
         await stopped;
