@@ -195,8 +195,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
 
   app.delete('/functions/:name', admin, async (c) => {
     const { name } = deps.store.require(c.req.param('name'));
-    await deps.dispatcher.remove(name);
-    await deps.store.delete(name);
+    await deps.dispatcher.remove(name, () => deps.store.delete(name));
     return c.json({ deleted: name });
   });
 

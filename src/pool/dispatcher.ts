@@ -31,6 +31,8 @@ export class Dispatcher {
   readonly spares: SparePool;
   private readonly options: Required<DispatcherOptions>;
   private closed = false;
+  /** Functions being deleted: no new pool for them, or it would outlive the function. */
+  private readonly removing = new Set<string>();
 
   constructor(
     private readonly host: SandboxHost,
@@ -102,6 +104,7 @@ export class Dispatcher {
     // Keep-alive connections still bring calls after close(): a new pool
     // would boot sandboxes on a host that is being torn down.
     if (this.closed) throw new FnboxError('Unavailable', 'the gateway is shutting down; retry', { details: { retryAfterSec: 1 } });
+    if (this.removing.has(name)) throw new FnboxError('FunctionNotFound', `function "${name}" is being deleted`);
     const fn = this.store.require(name);
     const current = this.pools.get(name);
     if (current?.config.revision === fn.active.revision) return current;
@@ -176,11 +179,21 @@ export class Dispatcher {
     }
   }
 
-  /** Drains and frees everything a function had. */
-  async remove(name: string): Promise<void> {
-    const pool = this.pools.get(name);
-    this.pools.delete(name);
-    if (pool) await pool.drain();
+  /**
+   * Drains and frees everything a function had, then runs `forget` (the
+   * store's deletion). Until that is done, calls for it are FunctionNotFound:
+   * a pool made for them meanwhile would keep sandboxes of a deleted function.
+   */
+  async remove(name: string, forget: () => Promise<unknown> = async () => {}): Promise<void> {
+    this.removing.add(name);
+    try {
+      const pool = this.pools.get(name);
+      this.pools.delete(name);
+      if (pool) await pool.drain();
+      await forget();
+    } finally {
+      this.removing.delete(name);
+    }
     await this.pruneSpares();
   }
 

@@ -100,4 +100,26 @@ describe('deploy, invoke, update, delete', () => {
     const after = await invoke(gateway, 'py', '1');
     expect(await errorOf(after)).toMatchObject({ status: 404, type: 'FunctionNotFound' });
   });
+
+  it('a delete while calls keep coming: each call is answered or FunctionNotFound, and no sandbox of it is left', async () => {
+    expect((await deployFiles(gateway, 'busy-delete', { ...NODE_ECHO, 'fnbox.json': '{"runtime":"node","minWarm":2,"maxConcurrency":4}' })).status).toBe(201);
+    let deletedAt = Infinity;
+    const statuses: number[] = [];
+    // Callers that keep calling until well after the delete: calls arrive while the pool drains.
+    const callers = Array.from({ length: 8 }, async () => {
+      while (performance.now() < deletedAt + 300) {
+        const response = await fetch(`${gateway.url}/fn/busy-delete/sleep?ms=20`, { method: 'POST', body: 'x' });
+        await response.arrayBuffer();
+        statuses.push(response.status);
+      }
+    });
+    await sleep(300);
+    deletedAt = performance.now();
+    expect((await fetch(`${gateway.url}/functions/busy-delete`, { method: 'DELETE' })).status).toBe(200);
+    await Promise.all(callers);
+    expect(statuses.filter((status) => status !== 200 && status !== 404)).toEqual([]);
+    expect(statuses).toContain(404);
+    expect(gateway.deps.dispatcher.poolIfAny('busy-delete')).toBeUndefined();
+    expect(gateway.deps.host.live().filter((sb) => sb.spec.hostname === 'busy-delete')).toEqual([]);
+  });
 });
