@@ -65,6 +65,8 @@ export class FunctionPool implements Evictable {
   private readonly queue: PQueue;
   private readonly waitBudget: WaitBudget;
   private booting = 0;
+  /** Boots under way, settled or not: drain() waits for them (a boot that ends after it destroys its sandbox). */
+  private readonly boots = new Set<Promise<void>>();
   private draining = false;
   private readonly reaper: NodeJS.Timeout;
   readonly recent: CallRecord[] = [];
@@ -218,7 +220,15 @@ export class FunctionPool implements Evictable {
     else this.idle.push(worker);
   }
 
-  private async boot(prewarm: boolean): Promise<void> {
+  private boot(prewarm: boolean): Promise<void> {
+    const boot = this.bootOnce(prewarm);
+    const settled = boot.then(() => undefined, () => undefined);
+    this.boots.add(settled);
+    void settled.then(() => this.boots.delete(settled));
+    return boot;
+  }
+
+  private async bootOnce(prewarm: boolean): Promise<void> {
     const fn = this.config.functionName;
     if (!this.deps.capacity.reserve(this.memoryBytes, this)) {
       this.deps.metrics.throttled.inc({ function: fn, reason: 'capacity' });
@@ -314,6 +324,8 @@ export class FunctionPool implements Evictable {
     const all = [...this.workers];
     for (const worker of all) this.retire(worker);
     await Promise.all(all.map((worker) => worker.destroy()));
+    // Drained means nothing of ours runs: a boot still under way destroys what it made.
+    await Promise.all(this.boots);
     this.deps.capacity.leave(this);
   }
 }
