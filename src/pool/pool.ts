@@ -4,6 +4,7 @@
 // ahead of demand while calls wait), scaled down after idleTtlSec.
 import PQueue from 'p-queue';
 import { FnboxError } from '../errors.js';
+import { InFlight } from '../in-flight.js';
 import type { ImageStore } from '../images/index.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -65,8 +66,8 @@ export class FunctionPool implements Evictable {
   private readonly queue: PQueue;
   private readonly waitBudget: WaitBudget;
   private booting = 0;
-  /** Boots under way, settled or not: drain() waits for them (a boot that ends after it destroys its sandbox). */
-  private readonly boots = new Set<Promise<void>>();
+  /** drain() waits for boots under way (a boot that ends after it destroys its sandbox). */
+  private readonly boots = new InFlight();
   private draining = false;
   private readonly reaper: NodeJS.Timeout;
   readonly recent: CallRecord[] = [];
@@ -221,11 +222,7 @@ export class FunctionPool implements Evictable {
   }
 
   private boot(prewarm: boolean): Promise<void> {
-    const boot = this.bootOnce(prewarm);
-    const settled = boot.then(() => undefined, () => undefined);
-    this.boots.add(settled);
-    void settled.then(() => this.boots.delete(settled));
-    return boot;
+    return this.boots.track(this.bootOnce(prewarm));
   }
 
   private async bootOnce(prewarm: boolean): Promise<void> {
@@ -325,7 +322,7 @@ export class FunctionPool implements Evictable {
     for (const worker of all) this.retire(worker);
     await Promise.all(all.map((worker) => worker.destroy()));
     // Drained means nothing of ours runs: a boot still under way destroys what it made.
-    await Promise.all(this.boots);
+    await this.boots.settled();
     this.deps.capacity.leave(this);
   }
 }

@@ -7,6 +7,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DEFAULT_LAUNCHER } from '../paths.js';
 import { FnboxError } from '../errors.js';
+import { InFlight } from '../in-flight.js';
 import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver } from './cgroup/index.js';
 import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
 import { Launcher } from './launcher.js';
@@ -53,8 +54,8 @@ export interface BootRequest {
 export class SandboxHost {
   private readonly sandboxes = new Map<string, Sandbox>();
   private closing?: Promise<void>;
-  /** Boots under way: close() waits for them, or their cgroups would outlive it. */
-  private readonly booting = new Set<Promise<unknown>>();
+  /** close() waits for boots under way, or their cgroups would outlive it. */
+  private readonly booting = new InFlight();
 
   private constructor(
     readonly stateDir: string,
@@ -102,11 +103,7 @@ export class SandboxHost {
 
   boot(request: BootRequest): Promise<Sandbox> {
     if (this.closing) return Promise.reject(new FnboxError('Unavailable', 'the sandbox host is shutting down'));
-    const booting = this.bootOnce(request);
-    const settled = booting.then(() => undefined, () => undefined);
-    this.booting.add(settled);
-    void settled.then(() => this.booting.delete(settled));
-    return booting;
+    return this.booting.track(this.bootOnce(request));
   }
 
   private async bootOnce(request: BootRequest): Promise<Sandbox> {
@@ -165,7 +162,7 @@ export class SandboxHost {
       // A boot that answers during the close registers its sandbox after
       // we listed them, and one that fails removes its cgroup on its own
       // time: either way the parent cgroups could not go. Let them finish.
-      await Promise.all(this.booting);
+      await this.booting.settled();
       await Promise.all(this.live().map((sandbox) => sandbox.destroy()));
       await this.launcher.close();
       await this.cgroups.close();
