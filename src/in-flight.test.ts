@@ -15,5 +15,4 @@ describe('InFlight', () => {
     await waited;
     expect(order).toEqual(['failing', 'slow', 'settled']);
   });
-
 });
