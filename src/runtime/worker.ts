@@ -320,7 +320,7 @@ export class Worker {
 
     if (error) {
       // Timeout, crash, cancellation: the sandbox's state can no longer be trusted.
-      if (error.code === 'Timeout') this.notePidsLimit(error, this.pidsMaxHits());
+      if (error.code === 'Timeout') this.notePidsLimit(error, this.sandbox.events().pidsMaxHits);
       this.retire();
       error.details.logs ??= logs;
       throw error;
@@ -433,14 +433,6 @@ export class Worker {
       }
     }
     this.retire();
-  }
-
-  private pidsMaxHits(): number {
-    try {
-      return this.sandbox.events().pidsMaxHits;
-    } catch {
-      return 0; // the cgroup is already gone
-    }
   }
 
   /**

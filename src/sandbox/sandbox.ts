@@ -118,12 +118,7 @@ export class Sandbox {
 
   private recordExit(event: Extract<LauncherEvent, { event: 'exit' }>): ExitInfo {
     if (this.exitInfo) return this.exitInfo;
-    let events: CgroupEvents = { oomKills: 0, pidsMaxHits: 0 };
-    try {
-      events = this.deps.cgroups.events(this.cgroup);
-    } catch {
-      // cgroup already removed
-    }
+    const events = this.events();
     const reason: ExitReason = events.oomKills > 0 ? 'oom' : this.killedByUs ? 'killed' : event.signal !== undefined ? 'signaled' : 'exited';
     this.exitInfo = { reason, code: event.code, signal: event.signal, ...events };
     return this.exitInfo;
@@ -232,8 +227,13 @@ export class Sandbox {
     return this.deps.cgroups.usage(this.cgroup);
   }
 
+  /** The kernel's OOM-kill and pids.max counts; zeros once the cgroup is gone. */
   events(): CgroupEvents {
-    return this.deps.cgroups.events(this.cgroup);
+    try {
+      return this.deps.cgroups.events(this.cgroup);
+    } catch {
+      return { oomKills: 0, pidsMaxHits: 0 };
+    }
   }
 
   /** Cgroup files held open for per-call receipts and the stray check. */
