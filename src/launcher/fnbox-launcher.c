@@ -865,14 +865,6 @@ static int reset_root(struct sandbox_handle *sb) {
   if (mkdir(next, 0700) < 0 && errno != EEXIST) return reset_fail(sb, "mkdir_next", &fresh);
   struct stat st;
   if (lstat(next, &st) < 0 || !S_ISDIR(st.st_mode)) { errno = ENOTDIR; return reset_fail(sb, "check_next", &fresh); }
-  /* Where the old layer's own tmpfs joins the old root just before that is
-   * detached, so both go in one unmount: a detached tmpfs dropped by its fd
-   * on its own costs one more expedited RCU grace period, and with several
-   * sandboxes resetting at once those queue behind one another. Optional:
-   * without it the tmpfs goes alone, as before. */
-  int old_tmpfs_home = -1;
-  if (!sb->layer.holder[0] && sb->layer.tmpfs_fd >= 0 && (mkdir("/.fnbox-old", 0700) == 0 || errno == EEXIST))
-    old_tmpfs_home = open("/.fnbox-old", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (syscall(SYS_move_mount, fresh.root_fd, "", AT_FDCWD, next, MOVE_MOUNT_F_EMPTY_PATH) < 0)
     return reset_fail(sb, "move_mount", &fresh);
   close(fresh.root_fd); fresh.root_fd = -1;
@@ -881,8 +873,19 @@ static int reset_root(struct sandbox_handle *sb) {
    * MS_REC carries the masks and read-only submounts along. */
   if (mount("/proc", "/.fnbox-next/proc", NULL, MS_BIND | MS_REC, NULL) < 0) return reset_fail(sb, "bind_proc", &fresh);
   if (mount("/dev", "/.fnbox-next/dev", NULL, MS_BIND | MS_REC, NULL) < 0) return reset_fail(sb, "bind_dev", &fresh);
-  if (chdir(next) < 0) { if (old_tmpfs_home >= 0) close(old_tmpfs_home); return reset_fail(sb, "chdir_next", &fresh); }
-  if (syscall(SYS_pivot_root, ".", ".") < 0) { if (old_tmpfs_home >= 0) close(old_tmpfs_home); return reset_fail(sb, "pivot_root", &fresh); }
+  if (chdir(next) < 0) return reset_fail(sb, "chdir_next", &fresh);
+  /* Where the old layer's own tmpfs joins the old root just before that is
+   * detached, so both go in one unmount: a detached tmpfs dropped by its fd
+   * on its own costs one more expedited RCU grace period, and with several
+   * sandboxes resetting at once those queue behind one another. Optional:
+   * without it the tmpfs goes alone, as before. "/" is still the old root. */
+  int old_tmpfs_home = -1;
+  if (!sb->layer.holder[0] && sb->layer.tmpfs_fd >= 0 && (mkdir("/.fnbox-old", 0700) == 0 || errno == EEXIST))
+    old_tmpfs_home = open("/.fnbox-old", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (syscall(SYS_pivot_root, ".", ".") < 0) {
+    if (old_tmpfs_home >= 0) close(old_tmpfs_home);
+    return reset_fail(sb, "pivot_root", &fresh);
+  }
   if (old_tmpfs_home >= 0) {
     /* Nobody runs on the old root now (pivot_root moved them all). */
     (void)syscall(SYS_move_mount, sb->layer.tmpfs_fd, "", old_tmpfs_home, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
