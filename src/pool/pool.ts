@@ -87,11 +87,16 @@ export class FunctionPool implements Evictable {
 
   get stats(): { workers: number; idle: number; busy: number; booting: number; queued: number; running: number } {
     const idle = this.idle.length;
-    return { workers: this.workers.size, idle, busy: this.workers.size - idle, booting: this.booting, queued: this.waitBudget.waiting, running: this.queue.pending };
+    const live = this.liveWorkers().length;
+    return { workers: live, idle, busy: Math.max(0, live - idle), booting: this.booting, queued: this.waitBudget.waiting, running: this.queue.pending };
   }
 
+  /**
+   * Workers that can still serve: one that died stays in `workers` until
+   * its onGone runs, but it no longer counts against maxConcurrency.
+   */
   liveWorkers(): Worker[] {
-    return [...this.workers];
+    return [...this.workers].filter((worker) => worker.state !== 'dead');
   }
 
   /** Pre-warms up to minWarm sandboxes (deploy, start-up, after a crash). */
@@ -193,7 +198,7 @@ export class FunctionPool implements Evictable {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waiters.push(waiter);
     });
-    if (this.workers.size + this.booting < this.config.maxConcurrency) this.boot(false).catch(() => {});
+    if (this.liveWorkers().length + this.booting < this.config.maxConcurrency) this.boot(false).catch(() => {});
     return waiting.then((worker) => ({ worker, cold: worker.calls === 0 && !this.prewarmed.has(worker) }));
   }
 
@@ -203,8 +208,7 @@ export class FunctionPool implements Evictable {
    * such call, draining or not — they were accepted.
    */
   private serveWaiters(): void {
-    let live = 0;
-    for (const worker of this.workers) if (worker.state !== 'dead') live++;
+    const live = this.liveWorkers().length;
     const needed = Math.min(this.waiters.length - this.booting - live, this.config.maxConcurrency - this.booting - live);
     for (let i = 0; i < needed; i++) this.boot(false).catch(() => {});
   }
