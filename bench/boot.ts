@@ -5,7 +5,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { SandboxHost } from '../src/sandbox/index.js';
 import { progress, startBenchWorker, type BenchContext } from './lib/context.js';
 import { bootPeers, timeCommand, timer } from './lib/peers.js';
-import { summarize, type ResultRow } from './lib/stats.js';
+import { measureCpu } from './lib/machine.js';
+import { rateRow, summarize, type ResultRow } from './lib/stats.js';
+
+/** The HTTP bench's maxConcurrency: as many resets at once as its writing calls make. */
+const PARALLEL_RESETS = 4;
 
 async function fnboxBoot(host: SandboxHost, rootfs: string): Promise<number> {
   const started = performance.now();
@@ -68,6 +72,27 @@ export async function runBoot(context: BenchContext): Promise<{ results: ResultR
   await sleeper.destroy();
   results.push(summarize('boot', 'fnbox', 'reset', 'ms', resetSamples, 'round trip from the gateway'));
   results.push(summarize('boot', 'fnbox', 'reset-in-launcher', 'ms', resetLauncherUs, 'time inside the monitor: new tmpfs+overlay, setns, pivot_root'));
+
+  // The ceiling of "every call writes a file" through HTTP at maxConcurrency
+  // 4: the same resets with no call, no runtime and no HTTP around them.
+  progress('boot: root resets, 4 sandboxes at once');
+  const resetters = await Promise.all(Array.from({ length: PARALLEL_RESETS }, () => host.boot({ layers: [shell.rootfs], argv: ['/bin/sleep', '600'] })));
+  const parallelReset: number[] = [];
+  const seconds = quick ? 2 : 5;
+  const cpu = measureCpu();
+  const resetsEnd = performance.now() + seconds * 1000;
+  await Promise.all(resetters.map(async (sandbox) => {
+    while (performance.now() < resetsEnd) {
+      const started = performance.now();
+      await sandbox.resetRoot({ force: true });
+      parallelReset.push(performance.now() - started);
+    }
+  }));
+  const split = cpu();
+  await Promise.all(resetters.map((sandbox) => sandbox.destroy()));
+  const resetConditions = `${PARALLEL_RESETS} sandboxes resetting back to back for ${seconds} s; machine CPU ${split.busyPercent}% busy (${split.systemPercent}% in the kernel)`;
+  results.push(rateRow('boot', 'fnbox', `reset-${PARALLEL_RESETS}-parallel-throughput`, 'resets/s', parallelReset.length, seconds, resetConditions));
+  results.push(summarize('boot', 'fnbox', `reset-${PARALLEL_RESETS}-parallel`, 'ms', parallelReset, resetConditions));
 
   progress('boot: runtime ready');
   for (const runtime of ['node', 'python'] as const) {

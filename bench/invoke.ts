@@ -6,7 +6,7 @@ import { cpus } from 'node:os';
 import type { InvokeRequest, Worker } from '../src/runtime/worker.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BENCH_HANDLERS, benchWorkerConfig, progress, startBenchSpare, startBenchWorker, type BenchContext, type BenchRuntime } from './lib/context.js';
-import { summarize, type ResultRow } from './lib/stats.js';
+import { rateRow, summarize, type ResultRow } from './lib/stats.js';
 
 function benchRequest(runtime: BenchRuntime, write: boolean): InvokeRequest {
   const lambda = runtime === 'node' || runtime === 'python';
@@ -100,8 +100,7 @@ export async function runInvoke(context: BenchContext): Promise<{ results: Resul
         done++;
       }
     }));
-    const rate = done / seconds;
-    results.push({ bench: 'invoke', system: 'fnbox', metric: `throughput-${runtime}`, unit: 'calls/s', n: done, p50: Math.round(rate), p90: Math.round(rate), p99: Math.round(rate), mean: Math.round(rate), conditions: `${perCore.length} sandboxes (one per core), back-to-back calls for ${seconds} s` });
+    results.push(rateRow('invoke', 'fnbox', `throughput-${runtime}`, 'calls/s', done, seconds, `${perCore.length} sandboxes (one per core), back-to-back calls for ${seconds} s`));
     await Promise.all(perCore.map((w) => w.destroy()));
   }
   return { results, notes };

@@ -15,7 +15,8 @@ import { silentLogger } from '../../src/log.js';
 import { PROJECT_ROOT } from '../../src/sandbox/index.js';
 import { packDirectory } from '../../src/store/pack.js';
 import { BENCH_FUNCTIONS, BENCH_HANDLERS, type BenchRuntime } from './context.js';
-import { summarize, type ResultRow } from './stats.js';
+import { measureCpu, type CpuSplit } from './machine.js';
+import { rateRow, summarize, type ResultRow } from './stats.js';
 
 const execFileAsync = promisify(execFile);
 const LOADGEN = join(PROJECT_ROOT, 'bench', 'lib', 'loadgen.mjs');
@@ -25,6 +26,8 @@ export interface LoadResult {
   seconds: number;
   latencyMs: { p50: number; p90: number; p99: number; mean: number };
   statuses: Record<string, number>;
+  /** The machine's CPUs during the run: near 100% busy means the rate is bound by them. */
+  cpu?: CpuSplit;
 }
 
 const WRK_SCRIPT = `
@@ -81,9 +84,15 @@ function nodeRun(url: string, body: string, concurrency: number, seconds: number
 
 /** A closed loop of `concurrency` keep-alive connections POSTing `body`, after a 1 s warm-up. */
 export async function load(url: string, body: string, concurrency: number, seconds: number): Promise<LoadResult> {
-  if (!WRK) return nodeRun(url, body, concurrency, seconds);
+  if (!WRK) {
+    const cpu = measureCpu(); // the generator's warm-up second included
+    const result = await nodeRun(url, body, concurrency, seconds);
+    return { ...result, cpu: cpu() };
+  }
   await wrkRun(url, body, concurrency, 1); // warm-up, discarded
-  return wrkRun(url, body, concurrency, seconds);
+  const cpu = measureCpu();
+  const result = await wrkRun(url, body, concurrency, seconds);
+  return { ...result, cpu: cpu() };
 }
 
 export const LOAD_GENERATOR_NOTE = WRK
@@ -93,11 +102,11 @@ export const LOAD_GENERATOR_NOTE = WRK
 /** The latency row and the calls/s row of one load run. */
 export function loadRows(bench: string, system: string, metric: string, outcome: LoadResult, conditions: string): ResultRow[] {
   const failed = Object.entries(outcome.statuses).filter(([status]) => status !== '200');
-  const full = `${conditions}${failed.length ? `; non-200: ${JSON.stringify(Object.fromEntries(failed))}` : ''}`;
-  const rate = Math.round(outcome.n / outcome.seconds);
+  const cpu = outcome.cpu ? `; machine CPU ${outcome.cpu.busyPercent}% busy (${outcome.cpu.systemPercent}% in the kernel)` : '';
+  const full = `${conditions}${failed.length ? `; non-200: ${JSON.stringify(Object.fromEntries(failed))}` : ''}${cpu}`;
   return [
     { bench, system, metric, unit: 'ms', n: outcome.n, ...outcome.latencyMs, conditions: full },
-    { bench, system, metric: `${metric}-throughput`, unit: 'calls/s', n: outcome.n, p50: rate, p90: rate, p99: rate, mean: rate, conditions: full },
+    rateRow(bench, system, `${metric}-throughput`, 'calls/s', outcome.n, outcome.seconds, full),
   ];
 }
 

@@ -47,3 +47,30 @@ export function describeMachine(): Machine {
     unshare: version('unshare', ['--version']),
   };
 }
+
+/** The whole machine's CPU split over a stretch of time, from /proc/stat. */
+export interface CpuSplit {
+  busyPercent: number;
+  systemPercent: number;
+}
+
+function cpuTicks(): number[] {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  return line.trim().split(/\s+/).slice(1).map(Number);
+}
+
+/**
+ * Starts measuring; the returned function ends it. Tells whether a rate
+ * was bound by the machine's CPUs (busy near 100%) or by waiting.
+ */
+export function measureCpu(): () => CpuSplit {
+  const before = cpuTicks();
+  return () => {
+    const delta = cpuTicks().map((value, i) => value - (before[i] ?? 0));
+    const total = delta.reduce((sum, value) => sum + value, 0) || 1;
+    // user nice system idle iowait irq softirq steal …
+    const idle = (delta[3] ?? 0) + (delta[4] ?? 0);
+    const system = (delta[2] ?? 0) + (delta[5] ?? 0) + (delta[6] ?? 0);
+    return { busyPercent: Math.round((1 - idle / total) * 100), systemPercent: Math.round((system / total) * 100) };
+  };
+}

@@ -30,3 +30,9 @@ export function summarize(bench: string, system: string, metric: string, unit: s
     ...(conditions ? { conditions } : {}),
   };
 }
+
+/** A throughput row: `count` events in `seconds`, in the same schema (every percentile is the rate). */
+export function rateRow(bench: string, system: string, metric: string, unit: string, count: number, seconds: number, conditions?: string): ResultRow {
+  const rate = Math.round(count / seconds);
+  return { bench, system, metric, unit, n: count, p50: rate, p90: rate, p99: rate, mean: rate, ...(conditions ? { conditions } : {}) };
+}
