@@ -228,7 +228,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       headers['x-fnbox-memory-peak-bytes'] = String(result.receipt.memoryPeakBytes);
       headers['x-fnbox-queue-ms'] = result.queueMs.toFixed(3);
       if (wantLogs) headers['x-fnbox-logs'] = logTail(result.logs);
-      const status = result.status >= 200 && result.status <= 599 ? result.status : 502;
+      const status = Number.isInteger(result.status) && result.status >= 200 && result.status <= 599 ? result.status : 502;
       const nullBody = status === 204 || status === 304 || c.req.method === 'HEAD';
       return new Response(nullBody ? null : (result.body as unknown as BodyInit), { status, headers: headers as unknown as HeadersInit });
     } catch (error) {

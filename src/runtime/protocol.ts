@@ -40,6 +40,47 @@ export type RuntimeHeader =
   | { k: 'result'; id: string; status: number; headers: Pairs }
   | { k: 'error'; id: string; type: 'Unhandled'; message: string; stack?: string; name?: string };
 
+/**
+ * The runtime shares its process with the function, so whatever arrives on
+ * the channel may have been written by the function itself: every header is
+ * checked before the host acts on it.
+ */
+export class ProtocolError extends Error {}
+
+const isString = (value: unknown): value is string => typeof value === 'string';
+const isOptionalString = (value: unknown): boolean => value === undefined || isString(value);
+const isPairs = (value: unknown): value is Pairs =>
+  Array.isArray(value) && value.every((pair) => Array.isArray(pair) && pair.length === 2 && isString(pair[0]) && isString(pair[1]));
+
+/** Each kind's shape, as the error message states it. */
+const RUNTIME_FRAMES: Record<RuntimeHeader['k'], { shape: string; valid: (h: Record<string, unknown>) => boolean }> = {
+  ready: { shape: 'runtime and version (strings), spare (boolean, optional)', valid: (h) => isString(h.runtime) && isString(h.version) && (h.spare === undefined || typeof h.spare === 'boolean') },
+  init_error: { shape: 'message (string), stack (string, optional)', valid: (h) => isString(h.message) && isOptionalString(h.stack) },
+  log: {
+    shape: 'id (string), stream ("stdout" or "stderr"), truncated (a count of bytes, optional)',
+    valid: (h) => isString(h.id) && (h.stream === 'stdout' || h.stream === 'stderr') && (h.truncated === undefined || (Number.isSafeInteger(h.truncated) && (h.truncated as number) >= 0)),
+  },
+  result: {
+    // Any number: one HTTP cannot carry is the function's mistake, answered 502 by the gateway.
+    shape: 'id (string), status (a number), headers ([name, value] string pairs)',
+    valid: (h) => isString(h.id) && typeof h.status === 'number' && Number.isFinite(h.status) && isPairs(h.headers),
+  },
+  error: {
+    shape: 'id (string), type "Unhandled", message (string), name and stack (strings, optional)',
+    valid: (h) => isString(h.id) && h.type === 'Unhandled' && isString(h.message) && isOptionalString(h.name) && isOptionalString(h.stack),
+  },
+};
+
+/** A runtime's frame header as the types promise it, or a ProtocolError naming what is wrong. */
+export function parseRuntimeHeader(value: unknown): RuntimeHeader {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ProtocolError('a frame header must be a JSON object');
+  const header = value as Record<string, unknown>;
+  const kind = isString(header.k) && Object.hasOwn(RUNTIME_FRAMES, header.k) ? RUNTIME_FRAMES[header.k as RuntimeHeader['k']] : undefined;
+  if (!kind) throw new ProtocolError(`unknown frame kind ${JSON.stringify(header.k) ?? 'undefined'} (expected ${Object.keys(RUNTIME_FRAMES).join(', ')})`);
+  if (!kind.valid(header)) throw new ProtocolError(`a frame of kind "${header.k as string}" needs ${kind.shape}`);
+  return header as unknown as RuntimeHeader;
+}
+
 export interface Frame<H = unknown> {
   header: H;
   body: Buffer;
@@ -99,7 +140,12 @@ export class FrameDecoder {
       const total = FRAME_PREFIX + headerLength + bodyLength;
       if (this.buffered < total) break;
       const whole = this.take(total);
-      const header: unknown = JSON.parse(whole.toString('utf8', FRAME_PREFIX, FRAME_PREFIX + headerLength));
+      let header: unknown;
+      try {
+        header = JSON.parse(whole.toString('utf8', FRAME_PREFIX, FRAME_PREFIX + headerLength));
+      } catch (error) {
+        throw new ProtocolError(`a frame header is not JSON: ${(error as Error).message}`);
+      }
       frames.push({ header, body: whole.subarray(FRAME_PREFIX + headerLength) });
     }
     return frames;

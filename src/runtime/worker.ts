@@ -8,7 +8,7 @@ import { FnboxError } from '../errors.js';
 import type { ImageStore } from '../images/index.js';
 import type { Sandbox, SandboxHost } from '../sandbox/index.js';
 import { RUNTIMES, type RuntimeKind } from './kinds.js';
-import { encodeFrame, FrameDecoder, FrameTooLargeError, type AdoptHeader, type Frame, type InvokeHeader, type Pairs, type RuntimeHeader } from './protocol.js';
+import { encodeFrame, FrameDecoder, FrameTooLargeError, parseRuntimeHeader, ProtocolError, type AdoptHeader, type Frame, type InvokeHeader, type Pairs, type RuntimeHeader } from './protocol.js';
 
 export interface WorkerConfig {
   functionName: string;
@@ -135,6 +135,8 @@ export class Worker {
   private recentOutput = Buffer.alloc(0);
   private readonly decoder: FrameDecoder;
   private onFrame?: (frame: Frame<RuntimeHeader>) => void;
+  /** Why the channel was given up on, for a start-up that ends that way. */
+  private brokenChannel?: FnboxError;
   private readonly goneListeners: Array<(worker: Worker) => void> = [];
   /** Resolves once the runtime's end of the channel is gone and everything it sent was read. */
   private readonly channelClosed: Promise<void>;
@@ -272,6 +274,10 @@ export class Worker {
         // The runtime's last words (its init_error) come first on the channel,
         // but the exit event travels on the monitor's socket and can overtake them.
         await Promise.race([this.channelClosed, sleep(CHANNEL_DRAIN_MS)]);
+        if (this.brokenChannel) {
+          settle(new FnboxError('InitError', `the ${this.config.runtime} runtime failed to start: ${this.brokenChannel.message}`, { details: { output: this.tail() } }));
+          return;
+        }
         settle(new FnboxError('InitError', `the ${this.config.runtime} runtime exited during start-up (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`}${exit.reason === 'oom' ? ', out of memory' : ''})`, {
           details: { output: this.tail() },
         }));
@@ -372,33 +378,48 @@ export class Worker {
   }
 
   private receive(chunk: Buffer): void {
-    let frames: Frame[];
+    if (this.state === 'dead') return; // nobody listens any more, and the decoder may be mid-frame
     try {
-      frames = this.decoder.push(chunk);
+      for (const frame of this.decoder.push(chunk)) this.dispatch({ header: parseRuntimeHeader(frame.header), body: frame.body });
     } catch (error) {
-      const message = error instanceof FrameTooLargeError
-        ? `the function's response (${error.size} bytes) exceeds the limit of ${this.config.maxResponseBytes} bytes`
-        : `the runtime broke the channel protocol: ${(error as Error).message}`;
-      this.active?.settle({ error: new FnboxError('Unhandled', message, { details: { name: 'ResponseTooLarge' } }) });
-      this.retire();
+      this.channelBroken(error);
+    }
+  }
+
+  /**
+   * The call fails and the sandbox goes: its runtime sent what the protocol
+   * does not allow (the function shares that process and can write to the
+   * channel too), or handling a frame failed here. Never a crash of the host.
+   */
+  private channelBroken(error: unknown): void {
+    let failure: FnboxError;
+    if (error instanceof FrameTooLargeError && error.part === 'body') {
+      failure = new FnboxError('Unhandled', `the function's response (${error.size} bytes) exceeds the limit of ${this.config.maxResponseBytes} bytes`, { details: { name: 'ResponseTooLarge' } });
+    } else if (error instanceof FrameTooLargeError || error instanceof ProtocolError) {
+      failure = new FnboxError('Unhandled', `the sandbox broke the channel protocol (does the function write to fd 3?): ${error.message}`, { details: { name: 'ProtocolError' } });
+    } else {
+      failure = new FnboxError('Internal', `handling a frame from the runtime failed: ${(error as Error).message}`, { cause: error });
+    }
+    this.brokenChannel = failure;
+    this.active?.settle({ error: failure });
+    this.retire();
+  }
+
+  private dispatch(frame: Frame<RuntimeHeader>): void {
+    if (this.onFrame) {
+      this.onFrame(frame);
       return;
     }
-    for (const frame of frames as Array<Frame<RuntimeHeader>>) {
-      if (this.onFrame) {
-        this.onFrame(frame);
-        continue;
+    const header = frame.header;
+    const call = this.active;
+    if (header.k === 'log') {
+      this.remember(frame.body);
+      if (call && header.id === call.id) {
+        this.appendLog(call, frame.body);
+        if (header.truncated) call.droppedLog += header.truncated;
       }
-      const header = frame.header;
-      const call = this.active;
-      if (header.k === 'log') {
-        this.remember(frame.body);
-        if (call && header.id === call.id) {
-          this.appendLog(call, frame.body);
-          if (header.truncated) call.droppedLog += header.truncated;
-        }
-      } else if ((header.k === 'result' || header.k === 'error') && call && header.id === call.id) {
-        call.settle({ frame });
-      }
+    } else if ((header.k === 'result' || header.k === 'error') && call && header.id === call.id) {
+      call.settle({ frame });
     }
   }
 

@@ -1,0 +1,88 @@
+// A function shares its process with the runtime, so it can write to the
+// runtime's channel (fd 3) itself: frames the host must never trust. Each
+// hostile frame fails that call with a typed error and costs the attacker
+// its sandbox; the gateway, and every other function, go on.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deployFiles, errorOf, startTestGateway, type TestGateway } from '../support/gateway.js';
+import { setUpWitness, underAttack } from './helpers.js';
+
+let gateway: TestGateway;
+let idle: number;
+beforeAll(async () => {
+  gateway = await startTestGateway('adversarial-channel');
+  idle = await setUpWitness(gateway);
+});
+afterAll(() => gateway.stop());
+
+const FRAME_WRITER = `import fs from 'node:fs';
+function frame(json, bodyLength = 0) {
+  const header = Buffer.from(json);
+  const prefix = Buffer.alloc(8);
+  prefix.writeUInt32BE(header.length, 0);
+  prefix.writeUInt32BE(bodyLength, 4);
+  return Buffer.concat([prefix, header]);
+}
+const ATTACKS = {
+  'null-header': () => frame('null'),
+  'not-json': () => frame('{nope'),
+  'unknown-kind': () => frame(JSON.stringify({ k: 'invoke', id: 'x' })),
+  'headers-not-pairs': () => frame(JSON.stringify({ k: 'result', id: 'x', status: 200, headers: 5 })),
+  'status-not-number': () => frame(JSON.stringify({ k: 'result', id: 'x', status: '200', headers: [] })),
+  'log-count-not-number': () => frame(JSON.stringify({ k: 'log', id: 'x', stream: 'stdout', truncated: 'lots' })),
+  'huge-header': () => { const prefix = Buffer.alloc(8); prefix.writeUInt32BE(0x7fffffff, 0); return prefix; },
+  // A well-formed answer to a call that is not this one: ignored, never delivered to anyone.
+  'other-call': () => frame(JSON.stringify({ k: 'result', id: 'not-this-call', status: 200, headers: [] })),
+};
+`;
+
+const ATTACKER = {
+  'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index', minWarm: 1 }),
+  'index.mjs': `${FRAME_WRITER}
+export default { async fetch(request) {
+  const attack = new URL(request.url).pathname.slice(1);
+  fs.writeSync(3, ATTACKS[attack]());
+  return new Response('the call went on');
+} };`,
+};
+
+const BROKEN: string[] = ['null-header', 'not-json', 'unknown-kind', 'headers-not-pairs', 'status-not-number', 'log-count-not-number', 'huge-header'];
+
+describe('frames the function writes to the channel itself', () => {
+  it('each malformed frame fails its call as a ProtocolError, and the gateway and the witness go on', async () => {
+    const outcomes = await underAttack(gateway, idle, 'attack-channel', {
+      deploy: async () => {
+        const deployed = await deployFiles(gateway, 'attack-channel', ATTACKER);
+        expect(deployed.status, await deployed.clone().text()).toBe(201);
+      },
+      run: async () => {
+        const seen: Array<{ attack: string; status: number; text: string }> = [];
+        for (const attack of [...BROKEN, 'other-call']) {
+          const response = await fetch(`${gateway.url}/fn/attack-channel/${attack}`, { method: 'POST' });
+          seen.push({ attack, status: response.status, text: await response.text() });
+        }
+        return seen;
+      },
+    });
+    for (const { attack, status, text } of outcomes.filter(({ attack }) => BROKEN.includes(attack))) {
+      expect(status, `${attack}: ${text}`).toBe(502);
+      const { error } = JSON.parse(text) as { error: { type: string; name: string; message: string } };
+      expect(error, attack).toMatchObject({ type: 'Unhandled', name: 'ProtocolError' });
+      expect(error.message, attack).toMatch(/^the sandbox broke the channel protocol \(does the function write to fd 3\?\): /);
+    }
+    // A forged answer for another call id is dropped: this call gets its own.
+    expect(outcomes.find(({ attack }) => attack === 'other-call')).toMatchObject({ status: 200, text: 'the call went on' });
+    // The gateway is alive and still serves (the witness did throughout).
+    expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
+  });
+
+  it('a module that writes garbage to the channel while loading is refused at deploy as an InitError', async () => {
+    const deployed = await deployFiles(gateway, 'attack-channel-load', {
+      'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index' }),
+      'index.mjs': `${FRAME_WRITER}\nfs.writeSync(3, ATTACKS['null-header']());\nexport default { async fetch() { return new Response('never'); } };`,
+    });
+    const error = await errorOf(deployed);
+    expect(error).toMatchObject({ status: 400, type: 'InitError' });
+    expect(error.message).toMatch(/the node runtime failed to start: the sandbox broke the channel protocol/);
+    expect((await fetch(`${gateway.url}/functions/attack-channel-load`)).status).toBe(404);
+  });
+});
