@@ -81,6 +81,8 @@ class CallLog(io.TextIOBase):
         if call is None:
             return self.real.write(text)
         data = text.encode("utf-8", "replace")
+        if not data:
+            return 0  # print() writes "" for an empty string: no frame for nothing (the host counts frames)
         room = MAX_LOG - call["log_bytes"]
         if room > 0:
             kept = data[:room]

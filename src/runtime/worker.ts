@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
 import type { ImageStore } from '../images/index.js';
 import type { Sandbox, SandboxHost } from '../sandbox/index.js';
+import { ChannelBudget } from './channel-budget.js';
 import { RUNTIMES, type RuntimeKind } from './kinds.js';
 import { encodeFrame, FrameDecoder, FrameTooLargeError, parseRuntimeHeader, ProtocolError, type AdoptHeader, type Frame, type InvokeHeader, type Pairs, type RuntimeHeader } from './protocol.js';
 
@@ -116,6 +117,8 @@ interface ActiveCall {
 }
 
 const TAIL_BYTES = 4096;
+/** More frames than this in one chunk is a burst (a call usually sends one or two). */
+const BURST_FRAMES = 64;
 /** How long an exit waits for the runtime's last frames (its init_error, a result). */
 const CHANNEL_DRAIN_MS = 200;
 
@@ -132,9 +135,12 @@ export class Worker {
   private settling: Promise<void> = Promise.resolve();
   /** The cpu counter when the receipt window of the next call opened. */
   private meterStart?: number;
-  private recentOutput = Buffer.alloc(0);
+  private recentOutput: Buffer[] = [];
+  private recentBytes = 0;
   private readonly decoder: FrameDecoder;
   private onFrame?: (frame: Frame<RuntimeHeader>) => void;
+  /** What the sandbox may still send before the next call starts. */
+  private readonly budget = new ChannelBudget(() => this.config);
   /** Why the channel was given up on, for a start-up that ends that way. */
   private brokenChannel?: FnboxError;
   private readonly goneListeners: Array<(worker: Worker) => void> = [];
@@ -145,7 +151,14 @@ export class Worker {
     this.decoder = new FrameDecoder(currentConfig.maxResponseBytes + currentConfig.maxLogBytes);
     const channel = sandbox.channel!;
     this.channelClosed = new Promise((resolve) => channel.once('close', () => resolve()));
-    channel.on('data', (chunk: Buffer) => this.receive(chunk));
+    channel.on('data', (chunk: Buffer) => {
+      // A burst of small frames (a flood, or a chatty function): the other
+      // tenants' sockets get a turn before the next chunk of it is read.
+      if (this.receive(chunk) > BURST_FRAMES) {
+        channel.pause();
+        setImmediate(() => channel.resume());
+      }
+    });
     channel.on('error', () => {});
     channel.resume();
     sandbox.log!.on('data', (chunk: Buffer) => this.strayOutput(chunk));
@@ -315,6 +328,7 @@ export class Worker {
     const timer = setTimeout(() => call.settle({ error: new FnboxError('Timeout', `the call did not finish within ${timeoutMs} ms`, { details: { timeoutMs } }) }), timeoutMs);
     const onAbort = (): void => call.settle({ error: cancelledByCaller() });
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    this.budget.reset();
     const invocation: InvokeHeader = { k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers };
     for (const part of encodeFrame(invocation, request.body)) this.sandbox.channel!.write(part);
     const { frame, error } = await outcome;
@@ -377,12 +391,18 @@ export class Worker {
     call.droppedLog += chunk.length - kept.length;
   }
 
-  private receive(chunk: Buffer): void {
-    if (this.state === 'dead') return; // nobody listens any more, and the decoder may be mid-frame
+  /** Returns how many frames the chunk completed. */
+  private receive(chunk: Buffer): number {
+    if (this.state === 'dead') return 0; // nobody listens any more, and the decoder may be mid-frame
     try {
-      for (const frame of this.decoder.push(chunk)) this.dispatch({ header: parseRuntimeHeader(frame.header), body: frame.body });
+      this.budget.charge(chunk.length, 0);
+      const frames = this.decoder.push(chunk);
+      this.budget.charge(0, frames.length);
+      for (const frame of frames) this.dispatch({ header: parseRuntimeHeader(frame.header), body: frame.body });
+      return frames.length;
     } catch (error) {
       this.channelBroken(error);
+      return 0;
     }
   }
 
@@ -430,13 +450,24 @@ export class Worker {
   }
 
   private remember(chunk: Buffer): void {
-    this.recentOutput = Buffer.concat([this.recentOutput, chunk]);
-    if (this.recentOutput.length > TAIL_BYTES) this.recentOutput = this.recentOutput.subarray(this.recentOutput.length - TAIL_BYTES);
+    // Joined only once twice the tail has piled up: many small chunks (a
+    // chatty function, a flood) must not each cost a copy of the whole tail.
+    this.recentOutput.push(chunk);
+    this.recentBytes += chunk.length;
+    if (this.recentBytes > 2 * TAIL_BYTES) this.trimRecent();
+  }
+
+  private trimRecent(): void {
+    const joined = Buffer.concat(this.recentOutput);
+    const kept = joined.subarray(Math.max(0, joined.length - TAIL_BYTES));
+    this.recentOutput = [kept];
+    this.recentBytes = kept.length;
   }
 
   /** The last lines the sandbox printed (crash reports). */
   tail(): string {
-    return this.recentOutput.toString('utf8').split('\n').slice(-20).join('\n');
+    this.trimRecent();
+    return this.recentOutput[0]!.toString('utf8').split('\n').slice(-20).join('\n');
   }
 
   private async onSandboxExit(): Promise<void> {

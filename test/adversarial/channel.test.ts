@@ -75,6 +75,35 @@ describe('frames the function writes to the channel itself', () => {
     expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
   });
 
+  it('a flood of well-formed log frames is cut off at what the log cap allows, and the witness keeps its pace meanwhile', async () => {
+    const flood = {
+      'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index', timeoutMs: 3000 }),
+      'index.mjs': `${FRAME_WRITER}
+export default { async fetch(request) {
+  const one = frame(JSON.stringify({ k: 'log', id: 'x', stream: 'stdout' }), 1);
+  const batch = Buffer.concat(Array.from({ length: 1000 }, () => Buffer.concat([one, Buffer.from('x')])));
+  const until = Date.now() + 2000;
+  // The runtime made fd 3 non-blocking: write whole frames, or the stream tears (a ProtocolError).
+  while (Date.now() < until) {
+    for (let at = 0; at < batch.length;) {
+      try { at += fs.writeSync(3, batch, at); } catch (error) { if (error.code !== 'EAGAIN') throw error; }
+    }
+  }
+  return new Response('flooded');
+} };`,
+    };
+    const response = await underAttack(gateway, idle, 'attack-log-flood', {
+      deploy: async () => {
+        const deployed = await deployFiles(gateway, 'attack-log-flood', flood);
+        expect(deployed.status, await deployed.clone().text()).toBe(201);
+      },
+      run: () => fetch(`${gateway.url}/fn/attack-log-flood/`, { method: 'POST' }),
+    });
+    const error = await errorOf(response);
+    expect(error).toMatchObject({ status: 502, type: 'Unhandled', body: { name: 'ProtocolError' } });
+    expect(error.message).toMatch(/it sent \d+ frames for one call; its logs \(maxLogBytes 65536\) allow at most 65552/);
+  });
+
   it('a module that writes garbage to the channel while loading is refused at deploy as an InitError', async () => {
     const deployed = await deployFiles(gateway, 'attack-channel-load', {
       'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index' }),

@@ -73,6 +73,14 @@ describe('node, Workers module syntax', () => {
     expect(result.logs).toMatch(/\[fnbox: log truncated, \d+ bytes dropped\]/);
   });
 
+  it('a function that logs in many tiny writes stays within what the host allows a call to send', async () => {
+    // One frame per write: 65,536 of them until the cap, each well-formed.
+    const result = await workers.invoke(request('/log-lines'));
+    expect(result.body.toString()).toBe('logged');
+    expect(result.logs).toMatch(/^\n{65536}\n\[fnbox: log truncated, 34464 bytes dropped\]\n$/);
+    expect((await workers.invoke(request('/log'))).logs).toBe('line one\nline two\n');
+  });
+
   it('gives each call a fresh filesystem in the same process', async () => {
     const pid = workers.sandbox.pid;
     expect(json((await workers.invoke(request('/write'))).body)).toEqual({ existed: false });

@@ -53,6 +53,9 @@ describe('python', () => {
     const second = json((await worker.invoke(request('/', '{"action":"calls"}'))).body) as { calls: number };
     expect(second.calls).toBe(first.calls + 1);
     expect((await worker.invoke(request('/', '{"action":"log"}'))).logs).toBe('hello from python\n');
+    // 200,000 writes (print writes the line, then its end), half of them empty: within what a call may send.
+    const chatty = await worker.invoke(request('/', '{"action":"log-lines"}'));
+    expect(chatty.logs).toMatch(/^\n{65536}\n\[fnbox: log truncated, 34464 bytes dropped\]\n$/);
   });
 
   it('gives each call a fresh filesystem', async () => {
