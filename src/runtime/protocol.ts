@@ -121,56 +121,60 @@ export class FrameTooLargeError extends Error {
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
+  /** Where the unread bytes start in chunks[0]: frames are read in place, not sliced off one by one. */
+  private offset = 0;
+  /** Unread bytes in all chunks. */
   private buffered = 0;
 
   /** Raised when a spare runtime is adopted by a function with its own limits. */
   constructor(public maxBodyBytes: number) {}
 
-  push(chunk: Buffer): Frame[] {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+  /**
+   * Adds a chunk (none: only continue) and returns up to `limit` whole
+   * frames; the rest stay buffered for the next call.
+   */
+  push(chunk?: Buffer, limit = Infinity): Frame[] {
+    if (chunk) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
     const frames: Frame[] = [];
-    for (;;) {
-      if (this.buffered < FRAME_PREFIX) break;
-      const prefix = this.peek(FRAME_PREFIX);
-      const headerLength = prefix.readUInt32BE(0);
-      const bodyLength = prefix.readUInt32BE(4);
+    while (frames.length < limit && this.buffered >= FRAME_PREFIX) {
+      let first = this.contiguous(FRAME_PREFIX);
+      const headerLength = first.readUInt32BE(this.offset);
+      const bodyLength = first.readUInt32BE(this.offset + 4);
       if (headerLength > MAX_HEADER_BYTES) throw new FrameTooLargeError('header', headerLength, MAX_HEADER_BYTES);
       if (bodyLength > this.maxBodyBytes) throw new FrameTooLargeError('body', bodyLength, this.maxBodyBytes);
       const total = FRAME_PREFIX + headerLength + bodyLength;
+      // Join only once the whole frame is here: a big body costs one copy.
       if (this.buffered < total) break;
-      const whole = this.take(total);
+      first = this.contiguous(total);
+      const headerStart = this.offset + FRAME_PREFIX;
+      const bodyStart = headerStart + headerLength;
       let header: unknown;
       try {
-        header = JSON.parse(whole.toString('utf8', FRAME_PREFIX, FRAME_PREFIX + headerLength));
+        header = JSON.parse(first.toString('utf8', headerStart, bodyStart));
       } catch (error) {
         throw new ProtocolError(`a frame header is not JSON: ${(error as Error).message}`);
       }
-      frames.push({ header, body: whole.subarray(FRAME_PREFIX + headerLength) });
+      frames.push({ header, body: bodyLength === 0 ? EMPTY : first.subarray(bodyStart, bodyStart + bodyLength) });
+      this.offset += total;
+      this.buffered -= total;
+      if (this.offset === first.length) {
+        this.chunks.shift();
+        this.offset = 0;
+      }
     }
     return frames;
   }
 
-  private peek(length: number): Buffer {
-    if (this.chunks[0]!.length >= length) return this.chunks[0]!;
-    const joined = Buffer.concat(this.chunks);
-    this.chunks = [joined];
-    return joined;
-  }
-
-  private take(length: number): Buffer {
+  /** chunks[0], holding at least `length` unread bytes from the offset on (joined when they span chunks). */
+  private contiguous(length: number): Buffer {
     const first = this.chunks[0]!;
-    let whole: Buffer;
-    if (first.length >= length) {
-      whole = first.subarray(0, length);
-      if (first.length === length) this.chunks.shift();
-      else this.chunks[0] = first.subarray(length);
-    } else {
-      const joined = Buffer.concat(this.chunks);
-      whole = joined.subarray(0, length);
-      this.chunks = joined.length > length ? [joined.subarray(length)] : [];
-    }
-    this.buffered -= length;
-    return whole;
+    if (first.length - this.offset >= length) return first;
+    const joined = Buffer.concat([first.subarray(this.offset), ...this.chunks.slice(1)]);
+    this.chunks = [joined];
+    this.offset = 0;
+    return joined;
   }
 }

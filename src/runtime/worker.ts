@@ -117,8 +117,10 @@ interface ActiveCall {
 }
 
 const TAIL_BYTES = 4096;
-/** More frames than this in one chunk is a burst (a call usually sends one or two). */
-const BURST_FRAMES = 64;
+/** One chunk of stray output per this many ms, once a call's worth was read. */
+const STRAY_THROTTLE_MS = 10;
+/** Frames handled per turn of the event loop (see receive). */
+const FRAMES_PER_TURN = 128;
 /** How long an exit waits for the runtime's last frames (its init_error, a result). */
 const CHANNEL_DRAIN_MS = 200;
 
@@ -139,6 +141,8 @@ export class Worker {
   private recentBytes = 0;
   private readonly decoder: FrameDecoder;
   private onFrame?: (frame: Frame<RuntimeHeader>) => void;
+  /** Bytes on the sandbox's own stdout/stderr since the current call started. */
+  private strayBytes = 0;
   /** What the sandbox may still send before the next call starts. */
   private readonly budget = new ChannelBudget(() => this.config);
   /** Why the channel was given up on, for a start-up that ends that way. */
@@ -151,14 +155,7 @@ export class Worker {
     this.decoder = new FrameDecoder(currentConfig.maxResponseBytes + currentConfig.maxLogBytes);
     const channel = sandbox.channel!;
     this.channelClosed = new Promise((resolve) => channel.once('close', () => resolve()));
-    channel.on('data', (chunk: Buffer) => {
-      // A burst of small frames (a flood, or a chatty function): the other
-      // tenants' sockets get a turn before the next chunk of it is read.
-      if (this.receive(chunk) > BURST_FRAMES) {
-        channel.pause();
-        setImmediate(() => channel.resume());
-      }
-    });
+    channel.on('data', (chunk: Buffer) => this.receive(chunk));
     channel.on('error', () => {});
     channel.resume();
     sandbox.log!.on('data', (chunk: Buffer) => this.strayOutput(chunk));
@@ -329,6 +326,7 @@ export class Worker {
     const onAbort = (): void => call.settle({ error: cancelledByCaller() });
     options.signal?.addEventListener('abort', onAbort, { once: true });
     this.budget.reset();
+    this.strayBytes = 0;
     const invocation: InvokeHeader = { k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers };
     for (const part of encodeFrame(invocation, request.body)) this.sandbox.channel!.write(part);
     const { frame, error } = await outcome;
@@ -391,18 +389,33 @@ export class Worker {
     call.droppedLog += chunk.length - kept.length;
   }
 
-  /** Returns how many frames the chunk completed. */
-  private receive(chunk: Buffer): number {
-    if (this.state === 'dead') return 0; // nobody listens any more, and the decoder may be mid-frame
-    try {
-      this.budget.charge(chunk.length, 0);
-      const frames = this.decoder.push(chunk);
-      this.budget.charge(0, frames.length);
-      for (const frame of frames) this.dispatch({ header: parseRuntimeHeader(frame.header), body: frame.body });
-      return frames.length;
-    } catch (error) {
-      this.channelBroken(error);
-      return 0;
+  /**
+   * Handles at most FRAMES_PER_TURN frames, then lets the event loop turn
+   * before the next ones (the channel paused meanwhile): a burst of small
+   * frames, a flood or a chatty function, must not hold the gateway while
+   * the other tenants' sockets wait. A call sends one or two.
+   */
+  private receive(chunk?: Buffer): void {
+    const channel = this.sandbox.channel!;
+    // Dead: nobody listens any more, and the decoder may be mid-frame; the
+    // channel flows on to its end.
+    let frames: Frame[] = [];
+    if (this.state !== 'dead') {
+      try {
+        if (chunk) this.budget.charge(chunk.length, 0);
+        frames = this.decoder.push(chunk, FRAMES_PER_TURN);
+        this.budget.charge(0, frames.length);
+        for (const frame of frames) this.dispatch({ header: parseRuntimeHeader(frame.header), body: frame.body });
+      } catch (error) {
+        this.channelBroken(error);
+        frames = [];
+      }
+    }
+    if (frames.length === FRAMES_PER_TURN && this.state !== 'dead') {
+      channel.pause();
+      setImmediate(() => this.receive());
+    } else if (!chunk) {
+      channel.resume(); // the backlog a burst left is handled
     }
   }
 
@@ -447,6 +460,15 @@ export class Worker {
   private strayOutput(chunk: Buffer): void {
     this.remember(chunk);
     if (this.active) this.appendLog(this.active, chunk);
+    this.strayBytes += chunk.length;
+    // Past what a call may log, the rest is dropped anyway: read it slowly, so
+    // a child printing as fast as it can (`yes`) costs the gateway ~100 reads
+    // a second, not a busy event loop. Never stopped: a writer only slows down.
+    if (this.strayBytes > this.config.maxLogBytes) {
+      const log = this.sandbox.log!;
+      log.pause();
+      setTimeout(() => log.resume(), STRAY_THROTTLE_MS);
+    }
   }
 
   private remember(chunk: Buffer): void {

@@ -84,6 +84,19 @@ async function sandboxesOf(gateway: TestGateway, name: string): Promise<Array<{ 
   return sandboxes.filter((sb) => sb.function === name);
 }
 
+/**
+ * Waits until no spare is booting: a spare that replaces one the attacker
+ * took has its cgroup before /sandboxes lists it as a spare.
+ */
+async function sparesSettled(gateway: TestGateway): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const { spares } = (await (await fetch(`${gateway.url}/healthz`)).json()) as { spares: Array<{ booting: number }> };
+    if (spares.every((shape) => shape.booting === 0)) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('spares still booting after 10 s');
+}
+
 async function spareCgroupDirs(gateway: TestGateway): Promise<string[]> {
   const { sandboxes } = (await (await fetch(`${gateway.url}/sandboxes`)).json()) as { sandboxes: Array<{ state: string; cgroupDirs: string[] }> };
   return sandboxes.filter((sb) => sb.state === 'spare').flatMap((sb) => sb.cgroupDirs);
@@ -127,6 +140,7 @@ export async function underAttack<T>(gateway: TestGateway, idleMs: number, name:
   for (const sb of await sandboxesOf(gateway, name)) seenUids.add(sb.hostUid);
   // (c) the host is unchanged once the attacker is deleted
   await fetch(`${gateway.url}/functions/${name}`, { method: 'DELETE' });
+  await sparesSettled(gateway);
   const after = hostView(gateway);
   expect(after.mounts).toEqual(before.mounts);
   expect(after.files).toEqual(before.files);
