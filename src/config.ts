@@ -20,6 +20,8 @@ export const ConfigSchema = z.object({
   capacityMb: z.coerce.number().int().min(64).optional(),
   maxPayloadMb: mb('maxPayloadMb', 1, 256, 6),
   maxUploadMb: mb('maxUploadMb', 1, 4096, 64),
+  /** Invocation payloads held in memory at once (read, queued, running); at least maxPayloadMb. */
+  maxBufferedMb: mb('maxBufferedMb', 1, 65_536, 512),
   queueWaitMs: mb('queueWaitMs', 0, 600_000, 10_000),
   shutdownGraceMs: mb('shutdownGraceMs', 0, 600_000, 10_000),
   /** An HTTP request (upload included) may take at most this long. */
@@ -38,7 +40,7 @@ export type Config = z.output<typeof ConfigSchema>;
 const ENV: Record<string, keyof Config> = {
   FNBOX_HOST: 'host', FNBOX_PORT: 'port', FNBOX_STATE_DIR: 'stateDir', FNBOX_IMAGES_DIR: 'imagesDir',
   FNBOX_ADMIN_TOKEN: 'adminToken', FNBOX_INVOKE_TOKEN: 'invokeToken', FNBOX_CAPACITY_MB: 'capacityMb',
-  FNBOX_MAX_PAYLOAD_MB: 'maxPayloadMb', FNBOX_MAX_UPLOAD_MB: 'maxUploadMb', FNBOX_QUEUE_WAIT_MS: 'queueWaitMs',
+  FNBOX_MAX_PAYLOAD_MB: 'maxPayloadMb', FNBOX_MAX_UPLOAD_MB: 'maxUploadMb', FNBOX_MAX_BUFFERED_MB: 'maxBufferedMb', FNBOX_QUEUE_WAIT_MS: 'queueWaitMs',
   FNBOX_SHUTDOWN_GRACE_MS: 'shutdownGraceMs', FNBOX_REQUEST_TIMEOUT_MS: 'requestTimeoutMs', FNBOX_BODY_IDLE_MS: 'bodyIdleMs', FNBOX_SPARES: 'spares', FNBOX_EXAMPLES: 'examples',
   FNBOX_LOG_LEVEL: 'logLevel',
 };
@@ -62,6 +64,9 @@ export function parseConfig(flags: Record<string, string | boolean>, env: NodeJS
     throw new FnboxError('InvalidRequest', `invalid configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   }
   const config = parsed.data;
+  if (config.maxBufferedMb < config.maxPayloadMb) {
+    throw new FnboxError('InvalidRequest', `invalid configuration: maxBufferedMb (${config.maxBufferedMb}) must be at least maxPayloadMb (${config.maxPayloadMb}), or a payload of the largest allowed size could never be held`);
+  }
   if (!isLoopback(config.host) && (!config.adminToken || !config.invokeToken)) {
     throw new FnboxError('InvalidRequest', `refusing to listen on ${config.host} without FNBOX_ADMIN_TOKEN and FNBOX_INVOKE_TOKEN: beyond loopback, every route needs a token`);
   }

@@ -15,6 +15,7 @@ import type { SandboxHost } from '../sandbox/index.js';
 import { PROGRAM_GID, PROGRAM_UID } from '../sandbox/spec.js';
 import type { FunctionStore, StoredFunction } from '../store/store.js';
 import { requireToken } from './auth.js';
+import type { BodyBudget } from './body-budget.js';
 import { guardIdle, readBody } from './body.js';
 import { deployFunction } from './deploy.js';
 import { errorResponse, notFound } from './errors.js';
@@ -29,6 +30,8 @@ export interface GatewayDeps {
   invokeToken?: string;
   maxPayloadBytes: number;
   maxUploadBytes: number;
+  /** Invocation payloads held at once (see body-budget.ts). */
+  bodies: BodyBudget;
   bodyIdleMs: number;
   startedAt: number;
 }
@@ -160,6 +163,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     sandboxes: deps.host.live().length,
     functions: deps.store.list().length,
     capacity: { usedBytes: deps.dispatcher.capacity.usedBytes, limitBytes: deps.dispatcher.capacity.limitBytes },
+    bodies: { usedBytes: deps.bodies.usedBytes, limitBytes: deps.bodies.limitBytes },
     spares: deps.dispatcher.spares.stats(),
   }));
 
@@ -204,8 +208,24 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   async function call(c: Context<Env>, name: string, url: string): Promise<Response> {
     const id = randomUUID();
     const wantLogs = c.req.query('logs') === '1' || c.req.header('x-fnbox-log-type')?.toLowerCase() === 'tail';
+    let held = 0;
     try {
+      // Room for the body before a byte of it is read: what Content-Length
+      // says, the payload limit without one; what it turned out to be after.
+      const declared = Number(c.req.header('content-length') ?? NaN);
+      const expected = declared >= 0 && declared <= deps.maxPayloadBytes ? declared : deps.maxPayloadBytes;
+      if (!(declared > deps.maxPayloadBytes)) {
+        try {
+          deps.bodies.reserve(expected);
+        } catch (error) {
+          deps.metrics.throttled.inc({ function: name, reason: 'buffered_bodies' });
+          throw error;
+        }
+        held = expected;
+      }
       const body = await readBody(c.env.incoming, deps.maxPayloadBytes, deps.bodyIdleMs);
+      deps.bodies.release(held - body.length);
+      held = body.length;
       const hangup = new Hangup();
       // The caller hung up before the answer: the call is cancelled.
       c.env.outgoing.once('close', () => {
@@ -238,6 +258,8 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
         if (wantLogs && typeof error.details.logs === 'string') c.header('x-fnbox-logs', logTail(error.details.logs));
       }
       return errorResponse(c, error, deps.log);
+    } finally {
+      deps.bodies.release(held);
     }
   }
 

@@ -16,6 +16,7 @@ import { PROJECT_ROOT, SandboxHost } from '../sandbox/index.js';
 import { packDirectory } from '../store/pack.js';
 import { FunctionStore } from '../store/store.js';
 import { createApp, type GatewayDeps } from './app.js';
+import { BodyBudget } from './body-budget.js';
 import { deployFunction } from './deploy.js';
 
 export const EXAMPLES_DIR = join(PROJECT_ROOT, 'examples');
@@ -67,6 +68,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     invokeToken: config.invokeToken,
     maxPayloadBytes: config.maxPayloadMb * 1024 * 1024,
     maxUploadBytes: config.maxUploadMb * 1024 * 1024,
+    bodies: new BodyBudget(config.maxBufferedMb * 1024 * 1024),
     bodyIdleMs: config.bodyIdleMs,
     startedAt,
   };

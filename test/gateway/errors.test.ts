@@ -3,6 +3,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config.js';
 import { deployEntries, deployFiles, errorOf, invoke, NODE_ECHO, put, startTestGateway, type TestGateway } from '../support/gateway.js';
 
 let gateway: TestGateway;
@@ -168,5 +169,49 @@ describe('auth', () => {
     } finally {
       await secured.stop();
     }
+  });
+});
+
+describe('payloads held in memory at once', () => {
+  async function bufferedBytes(gw: TestGateway): Promise<number> {
+    const { bodies } = (await (await fetch(`${gw.url}/healthz`)).json()) as { bodies: { usedBytes: number } };
+    return bodies.usedBytes;
+  }
+
+  it('past --max-buffered-mb a call is Throttled before its body is read; what a call held is given back', async () => {
+    const held = await startTestGateway('buffered', { maxPayloadMb: '6', maxBufferedMb: '8' });
+    try {
+      await deployFiles(held, 'echo', NODE_ECHO);
+      const big = Buffer.alloc(5 * 1024 * 1024, 97);
+      const slow = fetch(`${held.url}/fn/echo/sleep?ms=1500`, { method: 'POST', body: big });
+      for (let i = 0; i < 100 && (await bufferedBytes(held)) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(await bufferedBytes(held)).toBe(big.length);
+      // 5 MiB more would pass 8 MiB.
+      const refused = await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: big });
+      expect(refused.headers.get('retry-after')).toBe('1');
+      const error = await errorOf(refused);
+      expect(error).toMatchObject({ status: 429, type: 'Throttled', body: { limitBytes: 8 * 1024 * 1024 } });
+      expect(error.message).toMatch(/holds 5\.0 MiB of request bodies .* its limit of 8 MiB \(--max-buffered-mb\)/);
+      // A small payload fits beside it.
+      expect((await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: 'small' })).status).toBe(200);
+      // A streamed body (no Content-Length) counts at the payload limit until it is read: 5 + 6 > 8.
+      const streamed = await fetch(`${held.url}/fn/echo/`, {
+        method: 'POST',
+        body: new ReadableStream({ start(controller) { controller.enqueue(new TextEncoder().encode('streamed')); controller.close(); } }),
+        duplex: 'half',
+      } as RequestInit);
+      expect(streamed.status).toBe(429);
+      expect((await slow).status).toBe(200);
+      expect(await bufferedBytes(held)).toBe(0);
+      // Given back: the same payload is taken now.
+      expect((await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: big })).status).toBe(200);
+      expect(await bufferedBytes(held)).toBe(0);
+    } finally {
+      await held.stop();
+    }
+  });
+
+  it('a budget smaller than one payload is refused at start', () => {
+    expect(() => parseConfig({ maxPayloadMb: '6', maxBufferedMb: '4' }, {})).toThrow(/maxBufferedMb \(4\) must be at least maxPayloadMb \(6\)/);
   });
 });
