@@ -26,6 +26,12 @@ export const ConfigSchema = z.object({
   shutdownGraceMs: mb('shutdownGraceMs', 0, 600_000, 10_000),
   /** An HTTP request (upload included) may take at most this long. */
   requestTimeoutMs: mb('requestTimeoutMs', 1000, 3_600_000, 960_000),
+  /**
+   * Open HTTP connections at once; more are closed as they arrive. Each one
+   * holds a file descriptor, and a connection flood must not leave the
+   * gateway none for its sandboxes (each takes several).
+   */
+  maxConnections: mb('maxConnections', 1, 1_000_000, 4096),
   /** A request body that sends nothing for this long is cut off (slow uploads). */
   bodyIdleMs: mb('bodyIdleMs', 100, 600_000, 30_000),
   /** Spare runtimes kept per function shape in use, adopted by cold starts; 0 turns them off. */
@@ -41,7 +47,7 @@ const ENV: Record<string, keyof Config> = {
   FNBOX_HOST: 'host', FNBOX_PORT: 'port', FNBOX_STATE_DIR: 'stateDir', FNBOX_IMAGES_DIR: 'imagesDir',
   FNBOX_ADMIN_TOKEN: 'adminToken', FNBOX_INVOKE_TOKEN: 'invokeToken', FNBOX_CAPACITY_MB: 'capacityMb',
   FNBOX_MAX_PAYLOAD_MB: 'maxPayloadMb', FNBOX_MAX_UPLOAD_MB: 'maxUploadMb', FNBOX_MAX_BUFFERED_MB: 'maxBufferedMb', FNBOX_QUEUE_WAIT_MS: 'queueWaitMs',
-  FNBOX_SHUTDOWN_GRACE_MS: 'shutdownGraceMs', FNBOX_REQUEST_TIMEOUT_MS: 'requestTimeoutMs', FNBOX_BODY_IDLE_MS: 'bodyIdleMs', FNBOX_SPARES: 'spares', FNBOX_EXAMPLES: 'examples',
+  FNBOX_SHUTDOWN_GRACE_MS: 'shutdownGraceMs', FNBOX_REQUEST_TIMEOUT_MS: 'requestTimeoutMs', FNBOX_BODY_IDLE_MS: 'bodyIdleMs', FNBOX_MAX_CONNECTIONS: 'maxConnections', FNBOX_SPARES: 'spares', FNBOX_EXAMPLES: 'examples',
   FNBOX_LOG_LEVEL: 'logLevel',
 };
 

@@ -83,6 +83,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   httpServer.requestTimeout = config.requestTimeoutMs;
   httpServer.headersTimeout = Math.min(60_000, config.requestTimeoutMs);
   httpServer.maxHeadersCount = 200;
+  httpServer.maxConnections = config.maxConnections;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   log.info({ url, stateDir: config.stateDir }, 'fnbox gateway listening');

@@ -1,6 +1,7 @@
 // Every error type of DESIGN.md §4 with its status, and bad input that
 // changes nothing: the previous version keeps serving, no partial files.
 import { readdirSync } from 'node:fs';
+import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config.js';
@@ -213,5 +214,41 @@ describe('payloads held in memory at once', () => {
 
   it('a budget smaller than one payload is refused at start', () => {
     expect(() => parseConfig({ maxPayloadMb: '6', maxBufferedMb: '4' }, {})).toThrow(/maxBufferedMb \(4\) must be at least maxPayloadMb \(6\)/);
+  });
+});
+
+describe('connections', () => {
+  function connect(port: number): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = createConnection({ host: '127.0.0.1', port }, () => resolve(socket));
+      socket.on('error', reject);
+    });
+  }
+
+  /** The first bytes the server answers on `socket`, or null when it closes without a word. */
+  function answer(socket: Socket, request: string): Promise<string | null> {
+    return new Promise((resolve) => {
+      socket.once('data', (chunk: Buffer) => resolve(chunk.toString()));
+      socket.once('close', () => resolve(null));
+      socket.on('error', () => {});
+      socket.write(request);
+    });
+  }
+
+  it('past --max-connections a new connection is closed as it arrives; the open ones, and later ones, are served', async () => {
+    const few = await startTestGateway('connections', { maxConnections: '2' });
+    const held: Socket[] = [];
+    try {
+      held.push(await connect(few.port), await connect(few.port));
+      const third = await connect(few.port);
+      expect(await answer(third, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')).toBeNull();
+      expect(await answer(held[0]!, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200/);
+      // That one closed: there is room again.
+      for (let i = 0; i < 50 && !held[0]!.destroyed; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(await answer(await connect(few.port), 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200/);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await few.stop();
+    }
   });
 });
