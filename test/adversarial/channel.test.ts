@@ -45,32 +45,37 @@ export default { async fetch(request) {
 } };`,
 };
 
+/** Deploys `files` as `name`, then runs `run` as the attack, the witness timed meanwhile. */
+function attack<T>(name: string, files: Record<string, string>, run: () => Promise<T>): Promise<T> {
+  return underAttack(gateway, idle, name, {
+    deploy: async () => {
+      const deployed = await deployFiles(gateway, name, files);
+      expect(deployed.status, await deployed.clone().text()).toBe(201);
+    },
+    run,
+  });
+}
+
 const BROKEN: string[] = ['null-header', 'not-json', 'unknown-kind', 'headers-not-pairs', 'status-not-number', 'log-count-not-number', 'huge-header'];
 
 describe('frames the function writes to the channel itself', () => {
   it('each malformed frame fails its call as a ProtocolError, and the gateway and the witness go on', async () => {
-    const outcomes = await underAttack(gateway, idle, 'attack-channel', {
-      deploy: async () => {
-        const deployed = await deployFiles(gateway, 'attack-channel', ATTACKER);
-        expect(deployed.status, await deployed.clone().text()).toBe(201);
-      },
-      run: async () => {
-        const seen: Array<{ attack: string; status: number; text: string }> = [];
-        for (const attack of [...BROKEN, 'other-call']) {
-          const response = await fetch(`${gateway.url}/fn/attack-channel/${attack}`, { method: 'POST' });
-          seen.push({ attack, status: response.status, text: await response.text() });
-        }
-        return seen;
-      },
+    const outcomes = await attack('attack-channel', ATTACKER, async () => {
+      const seen: Array<{ kind: string; status: number; text: string }> = [];
+      for (const kind of [...BROKEN, 'other-call']) {
+        const response = await fetch(`${gateway.url}/fn/attack-channel/${kind}`, { method: 'POST' });
+        seen.push({ kind, status: response.status, text: await response.text() });
+      }
+      return seen;
     });
-    for (const { attack, status, text } of outcomes.filter(({ attack }) => BROKEN.includes(attack))) {
-      expect(status, `${attack}: ${text}`).toBe(502);
+    for (const { kind, status, text } of outcomes.filter((outcome) => BROKEN.includes(outcome.kind))) {
+      expect(status, `${kind}: ${text}`).toBe(502);
       const { error } = JSON.parse(text) as { error: { type: string; name: string; message: string } };
-      expect(error, attack).toMatchObject({ type: 'Unhandled', name: 'ProtocolError' });
-      expect(error.message, attack).toMatch(/^the sandbox broke the channel protocol \(does the function write to fd 3\?\): /);
+      expect(error, kind).toMatchObject({ type: 'Unhandled', name: 'ProtocolError' });
+      expect(error.message, kind).toMatch(/^the sandbox broke the channel protocol \(does the function write to fd 3\?\): /);
     }
     // A forged answer for another call id is dropped: this call gets its own.
-    expect(outcomes.find(({ attack }) => attack === 'other-call')).toMatchObject({ status: 200, text: 'the call went on' });
+    expect(outcomes.find((outcome) => outcome.kind === 'other-call')).toMatchObject({ status: 200, text: 'the call went on' });
     // The gateway is alive and still serves (the witness did throughout).
     expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
   });
@@ -93,13 +98,7 @@ export default { async fetch(request, env, ctx) {
   return new Response('flooded');
 } };`,
     };
-    const response = await underAttack(gateway, idle, 'attack-log-flood', {
-      deploy: async () => {
-        const deployed = await deployFiles(gateway, 'attack-log-flood', flood);
-        expect(deployed.status, await deployed.clone().text()).toBe(201);
-      },
-      run: () => fetch(`${gateway.url}/fn/attack-log-flood/`, { method: 'POST' }),
-    });
+    const response = await attack('attack-log-flood', flood, () => fetch(`${gateway.url}/fn/attack-log-flood/`, { method: 'POST' }));
     const error = await errorOf(response);
     expect(error).toMatchObject({ status: 502, type: 'Unhandled', body: { name: 'ProtocolError' } });
     expect(error.message).toMatch(/it sent \d+ frames for one call; its logs \(maxLogBytes 65536\) allow at most 65552/);
@@ -115,13 +114,7 @@ export default { async fetch() {
   return new Response('flooded');
 } };`,
     };
-    const response = await underAttack(gateway, idle, 'attack-stray-flood', {
-      deploy: async () => {
-        const deployed = await deployFiles(gateway, 'attack-stray-flood', flood);
-        expect(deployed.status, await deployed.clone().text()).toBe(201);
-      },
-      run: () => fetch(`${gateway.url}/fn/attack-stray-flood/?logs=1`, { method: 'POST' }),
-    });
+    const response = await attack('attack-stray-flood', flood, () => fetch(`${gateway.url}/fn/attack-stray-flood/?logs=1`, { method: 'POST' }));
     expect(response.status).toBe(200);
     expect(await response.text()).toBe('flooded');
     // The logs kept are the child's lines up to the cap; what was read past it is counted as dropped.
