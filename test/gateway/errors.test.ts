@@ -173,10 +173,23 @@ describe('auth', () => {
   });
 });
 
+function connect(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: '127.0.0.1', port }, () => resolve(socket));
+    socket.on('error', reject);
+  });
+}
+
 describe('payloads held in memory at once', () => {
   async function bufferedBytes(gw: TestGateway): Promise<number> {
     const { bodies } = (await (await fetch(`${gw.url}/healthz`)).json()) as { bodies: { usedBytes: number } };
     return bodies.usedBytes;
+  }
+
+  /** The gateway lets go of a response once the client has it: a moment after the client's read. */
+  async function releasedAll(gw: TestGateway): Promise<void> {
+    for (let i = 0; i < 100 && (await bufferedBytes(gw)) > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await bufferedBytes(gw)).toBe(0);
   }
 
   it('past --max-buffered-mb a call is Throttled before its body is read; what a call held is given back', async () => {
@@ -192,7 +205,7 @@ describe('payloads held in memory at once', () => {
       expect(refused.headers.get('retry-after')).toBe('1');
       const error = await errorOf(refused);
       expect(error).toMatchObject({ status: 429, type: 'Throttled', body: { limitBytes: 8 * 1024 * 1024 } });
-      expect(error.message).toMatch(/holds 5\.0 MiB of request bodies .* its limit of 8 MiB \(--max-buffered-mb\)/);
+      expect(error.message).toMatch(/holds 5\.0 MiB of payloads and responses, .* its limit of 8 MiB \(--max-buffered-mb\)/);
       // A small payload fits beside it.
       expect((await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: 'small' })).status).toBe(200);
       // A streamed body (no Content-Length) counts at the payload limit until it is read: 5 + 6 > 8.
@@ -202,12 +215,45 @@ describe('payloads held in memory at once', () => {
         duplex: 'half',
       } as RequestInit);
       expect(streamed.status).toBe(429);
-      expect((await slow).status).toBe(200);
-      expect(await bufferedBytes(held)).toBe(0);
+      // The echo's answer (the payload again) is held until the client has it.
+      const answered = await slow;
+      expect(answered.status).toBe(200);
+      expect(await bufferedBytes(held)).toBeGreaterThan(big.length);
+      await answered.arrayBuffer();
+      await releasedAll(held);
       // Given back: the same payload is taken now.
-      expect((await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: big })).status).toBe(200);
-      expect(await bufferedBytes(held)).toBe(0);
+      const again = await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: big });
+      expect(again.status).toBe(200);
+      await again.arrayBuffer();
+      await releasedAll(held);
     } finally {
+      await held.stop();
+    }
+  });
+
+  it('a response its client does not read counts until the client is gone; calls past the budget are Throttled meanwhile', async () => {
+    const held = await startTestGateway('buffered-responses', { maxPayloadMb: '64', maxBufferedMb: '64' });
+    const reader = await connect(held.port);
+    try {
+      await deployFiles(held, 'big', {
+        'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index', memoryMb: 512 }),
+        'index.mjs': 'export default { async fetch() { return new Response(new Uint8Array(40 * 1024 * 1024)); } };',
+      });
+      // Asks, then reads nothing: the kernel's socket buffers take a few MiB, the gateway keeps the rest.
+      reader.pause();
+      reader.write('POST /fn/big/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n');
+      for (let i = 0; i < 200 && (await bufferedBytes(held)) < 40 * 1024 * 1024; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(await bufferedBytes(held)).toBe(40 * 1024 * 1024);
+      const payload = Buffer.alloc(30 * 1024 * 1024);
+      expect(await errorOf(await fetch(`${held.url}/fn/big/`, { method: 'POST', body: payload }))).toMatchObject({ status: 429, type: 'Throttled' });
+      reader.destroy();
+      await releasedAll(held);
+      const taken = await fetch(`${held.url}/fn/big/`, { method: 'POST', body: payload });
+      expect(taken.status).toBe(200);
+      await taken.arrayBuffer();
+      await releasedAll(held);
+    } finally {
+      reader.destroy();
       await held.stop();
     }
   });
@@ -218,13 +264,6 @@ describe('payloads held in memory at once', () => {
 });
 
 describe('connections', () => {
-  function connect(port: number): Promise<Socket> {
-    return new Promise((resolve, reject) => {
-      const socket = createConnection({ host: '127.0.0.1', port }, () => resolve(socket));
-      socket.on('error', reject);
-    });
-  }
-
   /** The first bytes the server answers on `socket`, or null when it closes without a word. */
   function answer(socket: Socket, request: string): Promise<string | null> {
     return new Promise((resolve) => {
