@@ -210,6 +210,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const wantLogs = c.req.query('logs') === '1' || c.req.header('x-fnbox-log-type')?.toLowerCase() === 'tail';
     let held = 0;
     try {
+      deps.dispatcher.admit(name);
       // Room for the body before a byte of it is read: what Content-Length
       // says, the payload limit without one; what it turned out to be after.
       const declared = Number(c.req.header('content-length') ?? NaN);

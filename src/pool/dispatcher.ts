@@ -164,6 +164,16 @@ export class Dispatcher {
     return this.spares.keepOnly([...this.pools.values()].map((pool) => pool.config.worker));
   }
 
+  /**
+   * Throws what a call to `name` would get now without running (no such
+   * function, shutting down, queue full): the gateway asks before it reads
+   * the payload, so a refused call costs no body read and no memory.
+   */
+  admit(name: string): void {
+    const refused = this.pool(name).refusal();
+    if (refused) throw refused;
+  }
+
   async invoke(name: string, request: InvokeRequest, options: { id?: string; signal?: CancelSignal } = {}): Promise<CallResult> {
     const pool = this.pool(name);
     const started = performance.now();

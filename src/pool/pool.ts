@@ -116,14 +116,26 @@ export class FunctionPool implements Evictable {
     this.hand(worker);
   }
 
-  async invoke(request: InvokeRequest, options: { id?: string; signal?: CancelSignal } = {}): Promise<CallResult> {
+  /**
+   * Why a call would be refused now (the pool drains, the queue is full),
+   * or undefined: asked before the call's payload is read, and again when
+   * the call arrives with it.
+   */
+  refusal(): FnboxError | undefined {
     const fn = this.config.functionName;
-    if (this.draining) throw new FnboxError('Unavailable', `${fn} is being replaced; retry`, { details: { retryAfterSec: 1 } });
+    if (this.draining) return new FnboxError('Unavailable', `${fn} is being replaced; retry`, { details: { retryAfterSec: 1 } });
     // Counted by the wait budget: a call already answered 429 may still hold its place in p-queue.
     if (this.queue.pending >= this.config.maxConcurrency && this.waitBudget.waiting >= this.config.queueMax) {
       this.deps.metrics.throttled.inc({ function: fn, reason: 'queue_full' });
-      throw new FnboxError('Throttled', `${fn} has ${this.config.maxConcurrency} calls running and ${this.waitBudget.waiting} waiting (queueMax ${this.config.queueMax})`, { details: { retryAfterSec: 1 } });
+      return new FnboxError('Throttled', `${fn} has ${this.config.maxConcurrency} calls running and ${this.waitBudget.waiting} waiting (queueMax ${this.config.queueMax})`, { details: { retryAfterSec: 1 } });
     }
+    return undefined;
+  }
+
+  async invoke(request: InvokeRequest, options: { id?: string; signal?: CancelSignal } = {}): Promise<CallResult> {
+    const fn = this.config.functionName;
+    const refused = this.refusal();
+    if (refused) throw refused;
     const enqueued = performance.now();
     const run = (): Promise<CallResult> => this.run(request, options, enqueued);
     // A free slot: p-queue starts the call at once, no wait budget needed.

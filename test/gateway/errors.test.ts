@@ -180,6 +180,16 @@ function connect(port: number): Promise<Socket> {
   });
 }
 
+/** The first bytes the server answers on `socket`, or null when it closes without a word. */
+function answer(socket: Socket, request: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    socket.once('data', (chunk: Buffer) => resolve(chunk.toString()));
+    socket.once('close', () => resolve(null));
+    socket.on('error', () => {});
+    socket.write(request);
+  });
+}
+
 describe('payloads held in memory at once', () => {
   async function bufferedBytes(gw: TestGateway): Promise<number> {
     const { bodies } = (await (await fetch(`${gw.url}/healthz`)).json()) as { bodies: { usedBytes: number } };
@@ -258,22 +268,28 @@ describe('payloads held in memory at once', () => {
     }
   });
 
+  it('a call that would be refused is answered before its payload is read', async () => {
+    const headersOnly = (path: string): string => `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n`;
+    // No such function: 404 at once, though the megabyte announced never comes.
+    const first = await connect(gateway.port);
+    expect(await answer(first, headersOnly('/invoke/no-such-function'))).toMatch(/^HTTP\/1\.1 404/);
+    first.destroy();
+    // A full queue: 429 at once too.
+    await deployFiles(gateway, 'one-at-a-time', { ...NODE_ECHO, 'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index', maxConcurrency: 1, queueMax: 0 }) });
+    const running = fetch(`${gateway.url}/fn/one-at-a-time/sleep?ms=1000`, { method: 'POST' });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const second = await connect(gateway.port);
+    expect(await answer(second, headersOnly('/fn/one-at-a-time/'))).toMatch(/^HTTP\/1\.1 429/);
+    second.destroy();
+    expect((await running).status).toBe(200);
+  });
+
   it('a budget smaller than one payload is refused at start', () => {
     expect(() => parseConfig({ maxPayloadMb: '6', maxBufferedMb: '4' }, {})).toThrow(/maxBufferedMb \(4\) must be at least maxPayloadMb \(6\)/);
   });
 });
 
 describe('connections', () => {
-  /** The first bytes the server answers on `socket`, or null when it closes without a word. */
-  function answer(socket: Socket, request: string): Promise<string | null> {
-    return new Promise((resolve) => {
-      socket.once('data', (chunk: Buffer) => resolve(chunk.toString()));
-      socket.once('close', () => resolve(null));
-      socket.on('error', () => {});
-      socket.write(request);
-    });
-  }
-
   it('past --max-connections a new connection is closed as it arrives; the open ones, and later ones, are served', async () => {
     const few = await startTestGateway('connections', { maxConnections: '2' });
     const held: Socket[] = [];
