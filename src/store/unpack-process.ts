@@ -13,6 +13,9 @@ import { FnboxError, type ErrorCode } from '../errors.js';
 import { PROJECT_ROOT } from '../paths.js';
 import type { UnpackLimits, UnpackResult } from './unpack.js';
 
+/** What the gateway keeps of the unpacker's stdout and stderr each. */
+const UNPACKER_OUTPUT_CAP = 64 * 1024;
+
 export const UNPACK_UID = 65534;
 export const UNPACK_WORKER = join(PROJECT_ROOT, 'dist', 'src', 'store', 'unpack-worker.js');
 
@@ -35,8 +38,13 @@ export async function unpackUnprivileged(source: Readable, staging: string, limi
   });
   let output = '';
   let errors = '';
-  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (errors += chunk.toString()));
+  // Its answer is one short JSON line: a worker that says more is not heard past the cap.
+  child.stdout.on('data', (chunk: Buffer) => {
+    if (output.length < UNPACKER_OUTPUT_CAP) output += chunk.toString();
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    if (errors.length < UNPACKER_OUTPUT_CAP) errors += chunk.toString();
+  });
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   child.stdin.on('error', () => {}); // the worker may stop reading once it refuses the upload
   let feedError: unknown;
