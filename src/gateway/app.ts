@@ -30,7 +30,7 @@ export interface GatewayDeps {
   invokeToken?: string;
   maxPayloadBytes: number;
   maxUploadBytes: number;
-  /** Invocation payloads held at once (see body-budget.ts). */
+  /** Invocation payloads and unsent responses held at once (see body-budget.ts). */
   bodies: BodyBudget;
   bodyIdleMs: number;
   startedAt: number;
@@ -220,6 +220,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
           deps.bodies.reserve(expected);
         } catch (error) {
           deps.metrics.throttled.inc({ function: name, reason: 'buffered_bodies' });
+          deps.metrics.invocations.inc({ function: name, outcome: 'Throttled' });
           throw error;
         }
         held = expected;

@@ -171,7 +171,9 @@ export class Dispatcher {
    */
   admit(name: string): void {
     const refused = this.pool(name).refusal();
-    if (refused) throw refused;
+    if (!refused) return;
+    this.metrics.invocations.inc({ function: name, outcome: refused.code });
+    throw refused;
   }
 
   async invoke(name: string, request: InvokeRequest, options: { id?: string; signal?: CancelSignal } = {}): Promise<CallResult> {

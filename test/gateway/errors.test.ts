@@ -216,6 +216,7 @@ describe('payloads held in memory at once', () => {
       const error = await errorOf(refused);
       expect(error).toMatchObject({ status: 429, type: 'Throttled', body: { limitBytes: 8 * 1024 * 1024 } });
       expect(error.message).toMatch(/holds 5\.0 MiB of payloads and responses, .* its limit of 8 MiB \(--max-buffered-mb\)/);
+      expect(await (await fetch(`${held.url}/metrics`)).text()).toMatch(/fnbox_throttled_total\{function="echo",reason="buffered_bodies"\} 1/);
       // A small payload fits beside it.
       expect((await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: 'small' })).status).toBe(200);
       // A streamed body (no Content-Length) counts at the payload limit until it is read: 5 + 6 > 8.
@@ -282,6 +283,10 @@ describe('payloads held in memory at once', () => {
     expect(await answer(second, headersOnly('/fn/one-at-a-time/'))).toMatch(/^HTTP\/1\.1 429/);
     second.destroy();
     expect((await running).status).toBe(200);
+    // Counted like any refused call.
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    expect(metrics).toMatch(/fnbox_invocations_total\{function="one-at-a-time",outcome="Throttled"\} [1-9]/);
+    expect(metrics).toMatch(/fnbox_throttled_total\{function="one-at-a-time",reason="queue_full"\} [1-9]/);
   });
 
   it('a budget smaller than one payload is refused at start', () => {
