@@ -34,6 +34,8 @@ export const ConfigSchema = z.object({
   maxConnections: mb('maxConnections', 1, 1_000_000, 4096),
   /** A request body that sends nothing for this long is cut off (slow uploads). */
   bodyIdleMs: mb('bodyIdleMs', 100, 600_000, 30_000),
+  /** A running call whose caller hung up may run on this long before it is stopped (its sandbox then replaced). */
+  hangupGraceMs: mb('hangupGraceMs', 0, 900_000, 1000),
   /** Spare runtimes kept per function shape in use, adopted by cold starts; 0 turns them off. */
   spares: mb('spares', 0, 8, 1),
   /** Deploy the examples/ functions at start. */
@@ -47,7 +49,7 @@ const ENV: Record<string, keyof Config> = {
   FNBOX_HOST: 'host', FNBOX_PORT: 'port', FNBOX_STATE_DIR: 'stateDir', FNBOX_IMAGES_DIR: 'imagesDir',
   FNBOX_ADMIN_TOKEN: 'adminToken', FNBOX_INVOKE_TOKEN: 'invokeToken', FNBOX_CAPACITY_MB: 'capacityMb',
   FNBOX_MAX_PAYLOAD_MB: 'maxPayloadMb', FNBOX_MAX_UPLOAD_MB: 'maxUploadMb', FNBOX_MAX_BUFFERED_MB: 'maxBufferedMb', FNBOX_QUEUE_WAIT_MS: 'queueWaitMs',
-  FNBOX_SHUTDOWN_GRACE_MS: 'shutdownGraceMs', FNBOX_REQUEST_TIMEOUT_MS: 'requestTimeoutMs', FNBOX_BODY_IDLE_MS: 'bodyIdleMs', FNBOX_MAX_CONNECTIONS: 'maxConnections', FNBOX_SPARES: 'spares', FNBOX_EXAMPLES: 'examples',
+  FNBOX_SHUTDOWN_GRACE_MS: 'shutdownGraceMs', FNBOX_REQUEST_TIMEOUT_MS: 'requestTimeoutMs', FNBOX_BODY_IDLE_MS: 'bodyIdleMs', FNBOX_MAX_CONNECTIONS: 'maxConnections', FNBOX_HANGUP_GRACE_MS: 'hangupGraceMs', FNBOX_SPARES: 'spares', FNBOX_EXAMPLES: 'examples',
   FNBOX_LOG_LEVEL: 'logLevel',
 };
 

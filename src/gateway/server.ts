@@ -61,6 +61,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     maxResponseBytes: Math.max(6, config.maxPayloadMb) * 1024 * 1024,
     queueWaitMs: config.queueWaitMs,
     sparesPerShape: config.spares,
+    hangupGraceMs: config.hangupGraceMs,
   });
   const deps: GatewayDeps = {
     store, dispatcher, host, metrics, log,

@@ -22,6 +22,8 @@ export interface DispatcherOptions {
   queueWaitMs?: number;
   /** Spare runtimes kept per shape in use (src/pool/spares.ts); 0: none. */
   sparesPerShape?: number;
+  /** How long a running call outlives its caller's hang-up (WorkerConfig.hangupGraceMs). */
+  hangupGraceMs?: number;
 }
 
 export class Dispatcher {
@@ -48,6 +50,7 @@ export class Dispatcher {
       maxResponseBytes: options.maxResponseBytes ?? DEFAULT_WORKER_LIMITS.maxResponseBytes,
       queueWaitMs: options.queueWaitMs ?? 10_000,
       sparesPerShape: options.sparesPerShape ?? 1,
+      hangupGraceMs: options.hangupGraceMs ?? DEFAULT_WORKER_LIMITS.hangupGraceMs,
     };
     this.capacity = new Capacity(this.options.capacityBytes, (used) => metrics.capacityBytes.set({ kind: 'used' }, used));
     this.spares = new SparePool(this.options.sparesPerShape, { host, images, capacity: this.capacity, metrics, log });
@@ -79,6 +82,7 @@ export class Dispatcher {
       pidsMax: m.pidsMax,
       maxPayloadBytes: this.options.maxPayloadBytes,
       maxResponseBytes: this.options.maxResponseBytes,
+      hangupGraceMs: this.options.hangupGraceMs,
     };
   }
 

@@ -27,6 +27,12 @@ export interface WorkerConfig {
   maxResponseBytes: number;
   maxLogBytes: number;
   initTimeoutMs: number;
+  /**
+   * A running call whose caller hung up runs on this long: one that ends
+   * meanwhile keeps its sandbox warm (the answer is dropped); one that does
+   * not is stopped and its sandbox replaced. 0: stopped at once.
+   */
+  hangupGraceMs: number;
 }
 
 export const DEFAULT_WORKER_LIMITS = {
@@ -39,6 +45,7 @@ export const DEFAULT_WORKER_LIMITS = {
   maxResponseBytes: 6 * 1024 * 1024,
   maxLogBytes: 64 * 1024,
   initTimeoutMs: 10_000,
+  hangupGraceMs: 1000,
 };
 
 export interface InvokeRequest {
@@ -323,7 +330,12 @@ export class Worker {
     });
     const call = this.active!;
     const timer = setTimeout(() => call.settle({ error: new FnboxError('Timeout', `the call did not finish within ${timeoutMs} ms`, { details: { timeoutMs } }) }), timeoutMs);
-    const onAbort = (): void => call.settle({ error: cancelledByCaller() });
+    // Stopping a running call costs its sandbox (a kill and a new boot, ~10x
+    // the machine CPU of a call): a call that is about to end anyway ends.
+    let grace: NodeJS.Timeout | undefined;
+    const onAbort = (): void => {
+      grace = setTimeout(() => call.settle({ error: cancelledByCaller() }), this.config.hangupGraceMs);
+    };
     options.signal?.addEventListener('abort', onAbort, { once: true });
     this.budget.reset();
     this.strayBytes = 0;
@@ -331,6 +343,7 @@ export class Worker {
     for (const part of encodeFrame(invocation, request.body)) this.sandbox.channel!.write(part);
     const { frame, error } = await outcome;
     clearTimeout(timer);
+    clearTimeout(grace);
     options.signal?.removeEventListener('abort', onAbort);
     this.active = undefined;
     const wallMs = performance.now() - started;

@@ -82,7 +82,30 @@ describe('typed errors', () => {
     expect((await fetch(`${gateway.url}/fn/single/sleep?ms=1`)).status).toBe(200);
   });
 
-  it('a caller that hangs up cancels its call: that sandbox is replaced, the next call is served', async () => {
+  it('a caller that hangs up on a call that ends within the grace: the call runs to its end, its sandbox stays warm', async () => {
+    await deployFiles(gateway, 'hangup-short', {
+      'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index', maxConcurrency: 1, minWarm: 1 }),
+      'index.mjs': `let calls = 0;
+export default { async fetch(request) {
+  calls++;
+  const ms = Number(new URL(request.url).searchParams.get('ms') ?? 0);
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  return Response.json({ calls });
+} };`,
+    });
+    const first = (await (await fetch(`${gateway.url}/fn/hangup-short/`)).json()) as { calls: number };
+    const abort = new AbortController();
+    const call = fetch(`${gateway.url}/fn/hangup-short/?ms=300`, { signal: abort.signal }).catch((error: Error) => error);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    abort.abort();
+    expect(await call).toBeInstanceOf(Error);
+    // The next call waits for the abandoned one to end (one slot) and meets the same process, whose
+    // count includes it: nothing was killed (a new sandbox would count from 1).
+    const next = (await (await fetch(`${gateway.url}/fn/hangup-short/`)).json()) as { calls: number };
+    expect(next).toEqual({ calls: first.calls + 2 });
+  });
+
+  it('a caller that hangs up on a call that runs past the grace: the call is stopped, its sandbox replaced, the next call served', async () => {
     await deployFiles(gateway, 'hangup', { ...NODE_ECHO, 'fnbox.json': JSON.stringify({ runtime: 'node', maxConcurrency: 1, minWarm: 1 }) });
     const sandboxIds = async (): Promise<string[]> => {
       const { sandboxes } = (await (await fetch(`${gateway.url}/sandboxes`)).json()) as { sandboxes: Array<{ id: string; function: string }> };
@@ -95,7 +118,7 @@ describe('typed errors', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     abort.abort();
     expect(await call).toBeInstanceOf(Error);
-    // Cancelled mid-call, its state is not trusted: the sandbox goes, long before the 5 s sleep would end.
+    // Stopped once the 1 s grace is over, its state is not trusted: the sandbox goes, long before the 5 s sleep would end.
     for (let i = 0; i < 60 && (await sandboxIds()).includes(serving!); i++) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(await sandboxIds()).not.toContain(serving);
     expect((await fetch(`${gateway.url}/fn/hangup/sleep?ms=1`)).status).toBe(200);

@@ -67,7 +67,7 @@ describe('graceful shutdown', () => {
     let closed = false;
     try {
       expect((await deployFiles(gateway, 'echo', { ...NODE_ECHO, 'fnbox.json': '{"runtime":"node","maxConcurrency":2,"minWarm":2,"queueMax":100}' })).status).toBe(201);
-      // Two calls run (their sandboxes are retired when cancelled), six wait behind them.
+      // Two calls run (stopped once the 1 s hang-up grace is over, their sandboxes retired), six wait behind them.
       const callers = Array.from({ length: 8 }, () => new AbortController());
       const calls = callers.map((caller, i) => fetch(`${gateway.url}/fn/echo/sleep?ms=3000`, { method: 'POST', body: `call-${i}`, signal: caller.signal }).catch((error: Error) => error.name));
       await sleep(300);
