@@ -252,9 +252,10 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       if (wantLogs) headers['x-fnbox-logs'] = logTail(result.logs);
       const status = Number.isInteger(result.status) && result.status >= 200 && result.status <= 599 ? result.status : 502;
       const nullBody = status === 204 || status === 304 || c.req.method === 'HEAD';
-      if (!nullBody) {
-        // Held until the client has all of it (or is gone): a client that
-        // does not read keeps it in this process.
+      // Held until the client has all of it (or is gone): a client that does
+      // not read keeps it in this process. One already gone (a call that
+      // ran on after its caller hung up) takes nothing, and will not say so.
+      if (!nullBody && !hangup.aborted) {
         const sent = result.body.length;
         deps.bodies.hold(sent);
         c.env.outgoing.once('close', () => deps.bodies.release(sent));

@@ -103,6 +103,9 @@ export default { async fetch(request) {
     // count includes it: nothing was killed (a new sandbox would count from 1).
     const next = (await (await fetch(`${gateway.url}/fn/hangup-short/`)).json()) as { calls: number };
     expect(next).toEqual({ calls: first.calls + 2 });
+    // The abandoned call's answer had nobody to go to: it is not held either.
+    const { bodies } = (await (await fetch(`${gateway.url}/healthz`)).json()) as { bodies: { usedBytes: number } };
+    expect(bodies.usedBytes).toBe(0);
   });
 
   it('a caller that hangs up on a call that runs past the grace: the call is stopped, its sandbox replaced, the next call served', async () => {
@@ -225,6 +228,14 @@ describe('payloads held in memory at once', () => {
     expect(await bufferedBytes(gw)).toBe(0);
   }
 
+  /** A call that is taken (200), read to its end, after which the gateway holds nothing. */
+  async function answeredAndReleased(gw: TestGateway, path: string, body: Buffer): Promise<void> {
+    const response = await fetch(`${gw.url}${path}`, { method: 'POST', body });
+    expect(response.status).toBe(200);
+    await response.arrayBuffer();
+    await releasedAll(gw);
+  }
+
   it('past --max-buffered-mb a call is Throttled before its body is read; what a call held is given back', async () => {
     const held = await startTestGateway('buffered', { maxPayloadMb: '6', maxBufferedMb: '8' });
     try {
@@ -256,10 +267,7 @@ describe('payloads held in memory at once', () => {
       await answered.arrayBuffer();
       await releasedAll(held);
       // Given back: the same payload is taken now.
-      const again = await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: big });
-      expect(again.status).toBe(200);
-      await again.arrayBuffer();
-      await releasedAll(held);
+      await answeredAndReleased(held, '/fn/echo/', big);
     } finally {
       await held.stop();
     }
@@ -282,10 +290,7 @@ describe('payloads held in memory at once', () => {
       expect(await errorOf(await fetch(`${held.url}/fn/big/`, { method: 'POST', body: payload }))).toMatchObject({ status: 429, type: 'Throttled' });
       reader.destroy();
       await releasedAll(held);
-      const taken = await fetch(`${held.url}/fn/big/`, { method: 'POST', body: payload });
-      expect(taken.status).toBe(200);
-      await taken.arrayBuffer();
-      await releasedAll(held);
+      await answeredAndReleased(held, '/fn/big/', payload);
     } finally {
       reader.destroy();
       await held.stop();
