@@ -76,7 +76,7 @@ function describeFunction(fn: StoredFunction, pool: FunctionPool | undefined): R
     deployedAt: fn.active.deployedAt,
     config: fn.active.manifest,
     versions: fn.history.map((d) => ({ version: d.version, revision: d.revision, deployedAt: d.deployedAt, active: d.revision === fn.active.revision, bytes: d.unpackedBytes, entries: d.entries })),
-    pool: pool?.stats ?? { workers: 0, idle: 0, busy: 0, booting: 0, queued: 0, running: 0 },
+    pool: pool?.stats ?? { workers: 0, idle: 0, busy: 0, booting: 0, queued: 0, running: 0, lostInARow: 0 },
   };
 }
 

@@ -2,6 +2,7 @@
 // maxConcurrency, a bounded wait (queueMax, and a queue-wait budget), and
 // the sandboxes that serve it: pre-warmed (minWarm), booted on demand (and
 // ahead of demand while calls wait), scaled down after idleTtlSec.
+import { setTimeout as sleep } from 'node:timers/promises';
 import PQueue from 'p-queue';
 import { FnboxError } from '../errors.js';
 import { InFlight } from '../in-flight.js';
@@ -11,6 +12,7 @@ import type { Metrics } from '../metrics.js';
 import type { SandboxHost } from '../sandbox/index.js';
 import { cancelledByCaller, type CancelSignal, type InvokeRequest, type InvokeResult, type Worker, type WorkerConfig } from '../runtime/worker.js';
 import type { Capacity, Evictable } from './capacity.js';
+import { CrashBackoff } from './crash-backoff.js';
 import type { SparePool } from './spares.js';
 import { WaitBudget } from './wait-budget.js';
 
@@ -69,11 +71,16 @@ export class FunctionPool implements Evictable {
   /** drain() waits for boots under way (a boot that ends after it destroys its sandbox). */
   private readonly boots = new InFlight();
   private draining = false;
+  /** Resolves when drain() begins: a boot waiting out a back-off stops waiting. */
+  private readonly drainStarted: Promise<void>;
+  private startDrain!: () => void;
+  private readonly backoff = new CrashBackoff();
   private readonly reaper: NodeJS.Timeout;
   readonly recent: CallRecord[] = [];
   readonly createdAt = Date.now();
 
   constructor(readonly config: PoolConfig, private readonly deps: PoolDeps) {
+    this.drainStarted = new Promise((resolve) => (this.startDrain = resolve));
     this.queue = new PQueue({ concurrency: config.maxConcurrency });
     this.waitBudget = new WaitBudget(config.queueWaitMs);
     deps.capacity.join(this);
@@ -85,10 +92,10 @@ export class FunctionPool implements Evictable {
     return this.config.worker.memoryMb * 1024 * 1024;
   }
 
-  get stats(): { workers: number; idle: number; busy: number; booting: number; queued: number; running: number } {
+  get stats(): { workers: number; idle: number; busy: number; booting: number; queued: number; running: number; lostInARow: number } {
     const idle = this.idle.length;
     const live = this.liveWorkers().length;
-    return { workers: live, idle, busy: Math.max(0, live - idle), booting: this.booting, queued: this.waitBudget.waiting, running: this.queue.pending };
+    return { workers: live, idle, busy: Math.max(0, live - idle), booting: this.booting, queued: this.waitBudget.waiting, running: this.queue.pending, lostInARow: this.backoff.consecutiveLosses };
   }
 
   /**
@@ -160,10 +167,14 @@ export class FunctionPool implements Evictable {
     const { worker, cold } = await this.acquire(options.signal);
     try {
       const result = await worker.invoke(request, { id: options.id, signal: options.signal });
+      this.backoff.succeeded();
       this.record(result.id, 'ok', result.receipt.wallMs, cold, result.logs);
       return { ...result, coldStart: cold, queueMs };
     } catch (error) {
       const typed = error as FnboxError;
+      // The function cost its sandbox (a crash, OOM, timeout, a broken channel); a caller's hang-up does not count.
+      if (worker.state === 'dead' && !typed.details?.cancelled) this.backoff.lost();
+      else if (worker.state !== 'dead') this.backoff.succeeded();
       this.record(options.id ?? '', typed.code ?? 'error', performance.now() - enqueued - queueMs, cold, String(typed.details?.logs ?? ''));
       if (typed.code === 'OutOfMemory') this.deps.metrics.oomKills.inc({ function: fn });
       if (typed.code === 'Timeout') this.deps.metrics.timeouts.inc({ function: fn });
@@ -243,6 +254,15 @@ export class FunctionPool implements Evictable {
 
   private async bootOnce(prewarm: boolean): Promise<void> {
     const fn = this.config.functionName;
+    const wait = this.backoff.delayMs();
+    if (wait > 0) {
+      // Counted as booting meanwhile: no second boot starts for the same need.
+      this.booting++;
+      this.deps.log.warn({ fn, lostInARow: this.backoff.consecutiveLosses, waitMs: wait }, 'the function lost its sandbox on its recent calls: its next boot waits');
+      await Promise.race([sleep(wait), this.drainStarted]);
+      this.booting--;
+      if (this.draining && this.waiters.length === 0) return;
+    }
     if (!this.deps.capacity.reserve(this.memoryBytes, this)) {
       this.deps.metrics.throttled.inc({ function: fn, reason: 'capacity' });
       const error = new FnboxError('Throttled', `no memory left for another ${this.config.worker.memoryMb} MiB sandbox of ${fn} (global capacity ${Math.round(this.deps.capacity.limitBytes / 2 ** 20)} MiB)`, { details: { retryAfterSec: 1 } });
@@ -327,6 +347,7 @@ export class FunctionPool implements Evictable {
   /** New calls go elsewhere; calls in flight finish; then every sandbox goes. */
   async drain(deadlineMs = 30_000): Promise<void> {
     this.draining = true;
+    this.startDrain();
     // Calls already accepted (running, queued, waiting for a boot) finish, up to the deadline.
     await Promise.race([this.queue.onIdle(), new Promise((resolve) => setTimeout(resolve, deadlineMs).unref())]);
     const gone = (): FnboxError => new FnboxError('Unavailable', `${this.config.functionName} is shutting down; retry`);

@@ -62,3 +62,38 @@ describe('warm pools', () => {
     expect(await workers('hog')).toBe(1);
   });
 });
+
+describe('a function that loses its sandbox on every call', () => {
+  // A gateway of its own: the capacity above is spoken for by the warm pools' functions.
+  let own: TestGateway;
+  beforeAll(async () => {
+    own = await startTestGateway('crash-loop');
+  });
+  afterAll(() => own.stop());
+
+  async function lostInARow(name: string): Promise<number> {
+    const described = (await (await fetch(`${own.url}/functions/${name}`)).json()) as { pool: { lostInARow: number } };
+    return described.pool.lostInARow;
+  }
+
+  it('gets its next sandbox ever later (100 ms after 3 losses in a row, doubling), until a call ends well', async () => {
+    expect((await deployFiles(own, 'crasher', {
+      'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index.handler', maxConcurrency: 1 }),
+      'index.mjs': 'export const handler = async (event) => { if (event === "crash") process.exit(3); return "fine"; };',
+    })).status).toBe(201);
+    const took: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const started = performance.now();
+      expect(await errorOf(await invoke(own, 'crasher', 'crash'))).toMatchObject({ status: 502, type: 'Crashed' });
+      took.push(performance.now() - started);
+    }
+    console.log(`crash calls took ${took.map((ms) => ms.toFixed(0)).join(', ')} ms`);
+    expect(await lostInARow('crasher')).toBe(7);
+    // The 7th call waited 800 ms after the 6th loss for its sandbox (less the moment between that
+    // loss and the 6th answer): a boot per crash takes a fraction of that.
+    expect(took[6]).toBeGreaterThanOrEqual(700);
+    // A call that ends well (after its own 1.6 s wait) starts the count afresh.
+    expect((await invoke(own, 'crasher', 'fine')).status).toBe(200);
+    expect(await lostInARow('crasher')).toBe(0);
+  });
+});
