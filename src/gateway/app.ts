@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { HttpBindings } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
+import PQueue from 'p-queue';
 import { FnboxError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -41,6 +42,8 @@ type Env = { Bindings: HttpBindings };
 /** Headers that describe one hop, not the message: never forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'content-length', 'host']);
 const LOG_TAIL_BYTES = 4096;
+/** Deploys unpacked and checked at once; the rest wait their turn. */
+export const DEPLOYS_AT_ONCE = 2;
 
 /** The x-fnbox-logs header: the last 4 KiB of a call's logs, base64 (as Lambda's LogResult). */
 function logTail(logs: string): string {
@@ -148,6 +151,9 @@ class Hangup implements CancelSignal {
 
 export function createApp(deps: GatewayDeps): Hono<Env> {
   const app = new Hono<Env>();
+  // Each deploy runs an unpacker process and boots its candidate sandbox:
+  // a burst of uploads takes its turn instead of all of that at once.
+  const deploys = new PQueue({ concurrency: DEPLOYS_AT_ONCE });
   const admin = requireToken(deps.adminToken);
   const invoke = requireToken(deps.invokeToken, deps.adminToken);
   const authEnabled = Boolean(deps.adminToken || deps.invokeToken);
@@ -180,7 +186,8 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     if (declared > deps.maxUploadBytes) {
       throw new FnboxError('PayloadTooLarge', `the upload of ${declared} bytes exceeds the limit of ${deps.maxUploadBytes} bytes`);
     }
-    const outcome = await deployFunction(deps.store, deps.dispatcher, name, guardIdle(c.env.incoming, deps.bodyIdleMs), c.req.query());
+    // Its upload waits unread meanwhile (the client is held back by TCP).
+    const outcome = await deploys.add(() => deployFunction(deps.store, deps.dispatcher, name, guardIdle(c.env.incoming, deps.bodyIdleMs), c.req.query()));
     const pool = deps.dispatcher.poolIfAny(name);
     return c.json({ ...describeFunction(outcome.fn, pool), created: outcome.created }, outcome.created ? 201 : 200);
   });

@@ -1,7 +1,10 @@
 // The HTTP API end to end, over loopback, with real sandboxes.
+import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEPLOYS_AT_ONCE } from '../../src/gateway/app.js';
 import { deployFiles, errorOf, invoke, NODE_ECHO, startTestGateway, type TestGateway } from '../support/gateway.js';
+import { processesWithUidIn } from '../support/host-state.js';
 
 let gateway: TestGateway;
 beforeAll(async () => {
@@ -121,5 +124,27 @@ describe('deploy, invoke, update, delete', () => {
     expect(statuses).toContain(404);
     expect(gateway.deps.dispatcher.poolIfAny('busy-delete')).toBeUndefined();
     expect(gateway.deps.host.live().filter((sb) => sb.spec.hostname === 'busy-delete')).toEqual([]);
+  });
+});
+
+describe('a burst of deploys', () => {
+  it('takes turns: of six uploads at once, at most two are unpacked at a time, and all six land', async () => {
+    // Each unpacker runs as nobody (uid 65534) while it writes: count them while the uploads go on.
+    const filler = randomBytes(2 * 1024 * 1024).toString('hex');
+    let most = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        most = Math.max(most, processesWithUidIn(65534, 65535).filter((line) => line.includes(' node ')).length);
+        await sleep(2);
+      }
+    })();
+    const deploys = await Promise.all(Array.from({ length: 6 }, (_, i) => deployFiles(gateway, `burst-${i}`, { ...NODE_ECHO, 'filler.txt': filler })));
+    sampling = false;
+    await sampler;
+    expect(deploys.map((response) => response.status)).toEqual(Array(6).fill(201));
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(DEPLOYS_AT_ONCE);
+    for (let i = 0; i < 6; i++) await fetch(`${gateway.url}/functions/burst-${i}`, { method: 'DELETE' });
   });
 });
