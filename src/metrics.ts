@@ -31,6 +31,25 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'fnbox_gateway_' });
   }
 
+  /**
+   * Drops a deleted function's series: a gateway that sees many functions
+   * come and go must not keep every one it ever served.
+   */
+  async forget(functionName: string): Promise<void> {
+    const perFunction = [this.invocations, this.duration, this.queueWait, this.coldStarts, this.spareAdoptions, this.boots, this.evictions, this.oomKills, this.timeouts, this.throttled];
+    for (const metric of perFunction) {
+      const { values } = await metric.get();
+      const labelSets = new Map<string, Record<string, string | number>>();
+      for (const { labels } of values as Array<{ labels: Record<string, string | number> }>) {
+        if (labels.function !== functionName) continue;
+        // A histogram lists each bucket (`le`) of one series.
+        const series = Object.fromEntries(Object.entries(labels).filter(([key]) => key !== 'le'));
+        labelSets.set(JSON.stringify(series), series);
+      }
+      for (const series of labelSets.values()) (metric as Counter<string>).remove(series);
+    }
+  }
+
   /** Where fnbox_sandboxes comes from (the dispatcher's pools), read at scrape time. */
   countSandboxesWith(source: () => Iterable<SandboxCount>): void {
     this.sandboxSource = source;

@@ -207,6 +207,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   app.delete('/functions/:name', admin, async (c) => {
     const { name } = deps.store.require(c.req.param('name'));
     await deps.dispatcher.remove(name, () => deps.store.delete(name));
+    await deps.metrics.forget(name);
     return c.json({ deleted: name });
   });
 

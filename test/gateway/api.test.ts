@@ -102,6 +102,10 @@ describe('deploy, invoke, update, delete', () => {
     expect(gateway.deps.host.live().some((sb) => sb.spec.hostname === 'py')).toBe(false);
     const after = await invoke(gateway, 'py', '1');
     expect(await errorOf(after)).toMatchObject({ status: 404, type: 'FunctionNotFound' });
+    // Its metric series went with it; the others' stay.
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    expect(metrics).not.toMatch(/function="py"/);
+    expect(metrics).toMatch(/fnbox_invocations_total\{function="echo",outcome="ok"\} [1-9]/);
   });
 
   it('a delete while calls keep coming: each call is answered or FunctionNotFound, and no sandbox of it is left', async () => {
