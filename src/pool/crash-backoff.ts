@@ -1,6 +1,6 @@
 // A function that loses its sandbox on every call (it crashes, runs out of
-// memory, times out, breaks the channel) would have the host boot a new one
-// for every call, and a boot costs the machine several times what a call
+// memory, times out, breaks the channel), or whose sandboxes no longer
+// start, would have the host boot a new one for every call, and a boot costs the machine several times what a call
 // does, most of it outside the function's own cgroup. After a few such
 // calls in a row the next boot waits, longer each time, as Kubernetes'
 // CrashLoopBackOff does; a call that ends well starts the count afresh.
@@ -16,7 +16,7 @@ export class CrashBackoff {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** A call ended with its sandbox gone because of what the function did. */
+  /** A call ended with its sandbox gone because of what the function did, or a boot failed. */
   lost(): void {
     this.losses++;
     this.lastLossAt = this.now();

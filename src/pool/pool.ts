@@ -275,6 +275,8 @@ export class FunctionPool implements Evictable {
       worker = await this.deps.spares.start(this.config.worker);
     } catch (error) {
       this.booting--;
+      // A module that no longer loads (an init that times out, runs out of memory) costs a boot per call too.
+      this.backoff.lost();
       this.deps.capacity.release(this.memoryBytes);
       this.deps.metrics.boots.inc({ function: fn, result: 'failed' });
       const typed = error instanceof FnboxError ? error : new FnboxError('SandboxError', (error as Error).message, { cause: error });

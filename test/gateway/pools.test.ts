@@ -96,4 +96,20 @@ describe('a function that loses its sandbox on every call', () => {
     expect((await invoke(own, 'crasher', 'fine')).status).toBe(200);
     expect(await lostInARow('crasher')).toBe(0);
   });
+
+  it('boots that fail count too: a module that stopped loading is not booted again for every call', async () => {
+    // Loads at deploy, fails to load from 1.5 s on; each call crashes its sandbox, so each needs a boot.
+    const brokenFrom = Date.now() + 1500;
+    expect((await deployFiles(own, 'rotting', {
+      'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index.handler', maxConcurrency: 1, minWarm: 1 }),
+      'index.mjs': `if (Date.now() > ${brokenFrom}) throw new Error('cannot load any more');\nexport const handler = async () => process.exit(3);`,
+    })).status).toBe(201);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, brokenFrom - Date.now()) + 100));
+    const outcomes: string[] = [];
+    for (let i = 0; i < 6; i++) outcomes.push((await errorOf(await invoke(own, 'rotting'))).type);
+    // The warm sandbox crashes, then every boot fails: each failure counts.
+    expect(outcomes[0]).toBe('Crashed');
+    expect(outcomes.slice(1)).toEqual(Array(5).fill('InitError'));
+    expect(await lostInARow('rotting')).toBeGreaterThanOrEqual(6);
+  });
 });
