@@ -410,10 +410,11 @@ export class Worker {
    */
   private receive(chunk?: Buffer): void {
     const channel = this.sandbox.channel!;
-    // Dead: nobody listens any more, and the decoder may be mid-frame; the
-    // channel flows on to its end.
+    // Once the protocol is broken the decoder may be mid-frame: the channel
+    // flows on to its end unread. A runtime that merely exited is still
+    // read: its last words (an init_error, a result) can trail its exit.
     let frames: Frame[] = [];
-    if (this.state !== 'dead') {
+    if (!this.brokenChannel) {
       try {
         if (chunk) this.budget.charge(chunk.length, 0);
         frames = this.decoder.push(chunk, FRAMES_PER_TURN);
@@ -424,7 +425,7 @@ export class Worker {
         frames = [];
       }
     }
-    if (frames.length === FRAMES_PER_TURN && this.state !== 'dead') {
+    if (frames.length === FRAMES_PER_TURN && !this.brokenChannel) {
       channel.pause();
       setImmediate(() => this.receive());
     } else if (!chunk) {
