@@ -3,6 +3,8 @@
 // before and after.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DEFAULT_ID_RANGES } from '../../src/sandbox/index.js';
+import { ID_RANGE } from '../../src/sandbox/spec.js';
 
 export interface HostState {
   mounts: string[];
@@ -84,6 +86,22 @@ export function processesWithUidIn(from: number, to: number): string[] {
       return uid >= from && uid < to;
     })
     .map(([pid, desc]) => `${pid} ${desc}`);
+}
+
+/**
+ * The processes left in a host uid range a test's sandboxes used, unless
+ * another process (another test file's host, running meanwhile) has claimed
+ * that range since: its sandboxes' processes are its own, not leftovers.
+ */
+export function leftoversInRange(hostIdBase: number): string[] {
+  const slot = (hostIdBase - DEFAULT_ID_RANGES.base) / ID_RANGE;
+  try {
+    const owner = Number(readFileSync(join(DEFAULT_ID_RANGES.lockDir, String(slot)), 'utf8'));
+    if (owner && owner !== process.pid) return [];
+  } catch {
+    // unclaimed: whatever runs there is ours to answer for
+  }
+  return processesWithUidIn(hostIdBase, hostIdBase + ID_RANGE);
 }
 
 export function snapshot(stateDir?: string, cgroupParentName?: string): HostState {
