@@ -26,6 +26,16 @@ export class Metrics {
   readonly timeouts = new Counter({ name: 'fnbox_timeouts_total', help: 'Calls that ran past their deadline', labelNames: ['function'], registers: [this.registry] });
   readonly throttled = new Counter({ name: 'fnbox_throttled_total', help: 'Calls refused with 429', labelNames: ['function', 'reason'], registers: [this.registry] });
   readonly capacityBytes = new Gauge({ name: 'fnbox_capacity_bytes', help: 'Memory reserved by sandboxes, and the limit', labelNames: ['kind'], registers: [this.registry] });
+  private bufferedSource?: () => { usedBytes: number; limitBytes: number };
+  readonly bufferedBytes: Gauge = new Gauge({
+    name: 'fnbox_buffered_bytes', help: 'Invocation payloads and unsent responses held in the gateway, and the limit (--max-buffered-mb)', labelNames: ['kind'], registers: [this.registry],
+    collect: () => {
+      const budget = this.bufferedSource?.();
+      if (!budget) return;
+      this.bufferedBytes.set({ kind: 'used' }, budget.usedBytes);
+      this.bufferedBytes.set({ kind: 'limit' }, budget.limitBytes);
+    },
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'fnbox_gateway_' });
@@ -48,6 +58,11 @@ export class Metrics {
       }
       for (const series of labelSets.values()) (metric as Counter<string>).remove(series);
     }
+  }
+
+  /** Where fnbox_buffered_bytes comes from (the gateway's body budget), read at scrape time. */
+  countBufferedWith(source: () => { usedBytes: number; limitBytes: number }): void {
+    this.bufferedSource = source;
   }
 
   /** Where fnbox_sandboxes comes from (the dispatcher's pools), read at scrape time. */

@@ -63,13 +63,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     sparesPerShape: config.spares,
     hangupGraceMs: config.hangupGraceMs,
   });
+  const bodies = new BodyBudget(config.maxBufferedMb * 1024 * 1024);
+  metrics.countBufferedWith(() => bodies);
   const deps: GatewayDeps = {
     store, dispatcher, host, metrics, log,
     adminToken: config.adminToken,
     invokeToken: config.invokeToken,
     maxPayloadBytes: config.maxPayloadMb * 1024 * 1024,
     maxUploadBytes: config.maxUploadMb * 1024 * 1024,
-    bodies: new BodyBudget(config.maxBufferedMb * 1024 * 1024),
+    bodies,
     bodyIdleMs: config.bodyIdleMs,
     startedAt,
   };

@@ -250,7 +250,10 @@ describe('payloads held in memory at once', () => {
       const error = await errorOf(refused);
       expect(error).toMatchObject({ status: 429, type: 'Throttled', body: { limitBytes: 8 * 1024 * 1024 } });
       expect(error.message).toMatch(/holds 5\.0 MiB of payloads and responses, .* its limit of 8 MiB \(--max-buffered-mb\)/);
-      expect(await (await fetch(`${held.url}/metrics`)).text()).toMatch(/fnbox_throttled_total\{function="echo",reason="buffered_bodies"\} 1/);
+      const metrics = await (await fetch(`${held.url}/metrics`)).text();
+      expect(metrics).toMatch(/fnbox_throttled_total\{function="echo",reason="buffered_bodies"\} 1/);
+      expect(metrics).toMatch(new RegExp(`fnbox_buffered_bytes\\{kind="used"\\} ${big.length}\\b`));
+      expect(metrics).toMatch(new RegExp(`fnbox_buffered_bytes\\{kind="limit"\\} ${8 * 1024 * 1024}\\b`));
       // A small payload fits beside it.
       expect((await fetch(`${held.url}/fn/echo/`, { method: 'POST', body: 'small' })).status).toBe(200);
       // A streamed body (no Content-Length) counts at the payload limit until it is read: 5 + 6 > 8.
