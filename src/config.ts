@@ -20,7 +20,7 @@ export const ConfigSchema = z.object({
   capacityMb: z.coerce.number().int().min(64).optional(),
   maxPayloadMb: mb('maxPayloadMb', 1, 256, 6),
   maxUploadMb: mb('maxUploadMb', 1, 4096, 64),
-  /** Invocation payloads held in memory at once (read, queued, running); at least maxPayloadMb. */
+  /** Invocation payloads (read, queued, running) and unsent responses held in memory at once; at least maxPayloadMb. */
   maxBufferedMb: mb('maxBufferedMb', 1, 65_536, 512),
   queueWaitMs: mb('queueWaitMs', 0, 600_000, 10_000),
   shutdownGraceMs: mb('shutdownGraceMs', 0, 600_000, 10_000),

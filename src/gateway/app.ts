@@ -216,29 +216,26 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   async function call(c: Context<Env>, name: string, url: string): Promise<Response> {
     const id = randomUUID();
     const wantLogs = c.req.query('logs') === '1' || c.req.header('x-fnbox-log-type')?.toLowerCase() === 'tail';
+    // The payload's bytes held in the body budget, then the answer's.
     let held = 0;
+    let sent = 0;
     try {
       deps.dispatcher.admit(name);
-      // Room for the body before a byte of it is read: what Content-Length
-      // says, the payload limit without one; what it turned out to be after.
-      const declared = Number(c.req.header('content-length') ?? NaN);
-      const expected = declared >= 0 && declared <= deps.maxPayloadBytes ? declared : deps.maxPayloadBytes;
-      if (!(declared > deps.maxPayloadBytes)) {
-        try {
-          deps.bodies.reserve(expected);
-        } catch (error) {
-          deps.metrics.throttled.inc({ function: name, reason: 'buffered_bodies' });
-          deps.metrics.invocations.inc({ function: name, outcome: 'Throttled' });
-          throw error;
-        }
-        held = expected;
+      try {
+        held = deps.bodies.reservePayload(c.req.header('content-length'), deps.maxPayloadBytes);
+      } catch (error) {
+        deps.metrics.throttled.inc({ function: name, reason: 'buffered_bodies' });
+        deps.metrics.invocations.inc({ function: name, outcome: 'Throttled' });
+        throw error;
       }
       const body = await readBody(c.env.incoming, deps.maxPayloadBytes, deps.bodyIdleMs);
       deps.bodies.release(held - body.length);
       held = body.length;
       const hangup = new Hangup();
-      // The caller hung up before the answer: the call is cancelled.
       c.env.outgoing.once('close', () => {
+        // The client has all of the answer, or is gone.
+        deps.bodies.release(sent);
+        // The caller hung up before the answer: the call is cancelled.
         if (!c.env.outgoing.writableFinished) hangup.abort();
       });
       const result = await deps.dispatcher.invoke(name, { method: c.req.method, url, headers: forwardedHeaders(c, authEnabled), body }, { id, signal: hangup });
@@ -260,13 +257,12 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       if (wantLogs) headers['x-fnbox-logs'] = logTail(result.logs);
       const status = Number.isInteger(result.status) && result.status >= 200 && result.status <= 599 ? result.status : 502;
       const nullBody = status === 204 || status === 304 || c.req.method === 'HEAD';
-      // Held until the client has all of it (or is gone): a client that does
-      // not read keeps it in this process. One already gone (a call that
-      // ran on after its caller hung up) takes nothing, and will not say so.
+      // Held until the client has all of it: a client that does not read
+      // keeps it in this process. One already gone (a call that ran on after
+      // its caller hung up) takes nothing; its 'close' has come and gone.
       if (!nullBody && !hangup.aborted) {
-        const sent = result.body.length;
+        sent = result.body.length;
         deps.bodies.hold(sent);
-        c.env.outgoing.once('close', () => deps.bodies.release(sent));
       }
       return new Response(nullBody ? null : (result.body as unknown as BodyInit), { status, headers: headers as unknown as HeadersInit });
     } catch (error) {

@@ -30,6 +30,19 @@ export class BodyBudget {
     this.used += bytes;
   }
 
+  /**
+   * Room for a payload before a byte of it is read: what its Content-Length
+   * says, the payload limit without one. Returns the bytes held; none for
+   * a body over the limit, which the read refuses anyway.
+   */
+  reservePayload(contentLength: string | undefined, limitBytes: number): number {
+    const declared = Number(contentLength ?? NaN);
+    if (declared > limitBytes) return 0;
+    const bytes = declared >= 0 ? declared : limitBytes;
+    this.reserve(bytes);
+    return bytes;
+  }
+
   /** Counts a body that is already here (a response): never refused, it only refuses the calls after it. */
   hold(bytes: number): void {
     this.used += bytes;

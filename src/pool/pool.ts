@@ -172,9 +172,10 @@ export class FunctionPool implements Evictable {
       return { ...result, coldStart: cold, queueMs };
     } catch (error) {
       const typed = error as FnboxError;
-      // The function cost its sandbox (a crash, OOM, timeout, a broken channel); a caller's hang-up does not count.
-      if (worker.state === 'dead' && !typed.details?.cancelled) this.backoff.lost();
-      else if (worker.state !== 'dead') this.backoff.succeeded();
+      // A handler that threw kept its sandbox; one that cost it (a crash, OOM, timeout, a broken channel)
+      // counts toward the back-off, a caller's hang-up does not.
+      if (worker.state !== 'dead') this.backoff.succeeded();
+      else if (!typed.details?.cancelled) this.backoff.lost();
       this.record(options.id ?? '', typed.code ?? 'error', performance.now() - enqueued - queueMs, cold, String(typed.details?.logs ?? ''));
       if (typed.code === 'OutOfMemory') this.deps.metrics.oomKills.inc({ function: fn });
       if (typed.code === 'Timeout') this.deps.metrics.timeouts.inc({ function: fn });
