@@ -2,7 +2,7 @@
 // driver of this host, and the others on an in-memory cgroupfs that follows
 // the kernel's documented rules.
 import { describe, expect, it } from 'vitest';
-import { openCgroupDriver, type CgroupDriver, type CgroupFs } from '../../src/sandbox/cgroup/index.js';
+import { openCgroupDriver, type CgroupDriver, type CgroupFs, type SandboxCgroup } from '../../src/sandbox/cgroup/index.js';
 import { realCgroupFs } from '../../src/sandbox/cgroup/fs.js';
 import { FakeCgroupFs } from '../support/fake-cgroupfs.js';
 
@@ -45,7 +45,38 @@ const cases: Case[] = [
   },
 ];
 
+/** The memory and pids limits as the driver's own files hold them. */
+function heldLimits(driver: CgroupDriver, fs: CgroupFs, cg: SandboxCgroup): { memory: number[]; pids: number } {
+  const inDir = (name: string): string => `${cg.dirs.find((dir) => fs.exists(`${dir}/${name}`))}/${name}`;
+  const memoryFiles = driver.mode === 'v2' ? ['memory.max'] : ['memory.limit_in_bytes', 'memory.memsw.limit_in_bytes'];
+  return {
+    memory: memoryFiles.filter((name) => cg.dirs.some((dir) => fs.exists(`${dir}/${name}`))).map((name) => Number(fs.read(inDir(name)))),
+    pids: Number(fs.read(inDir('pids.max'))),
+  };
+}
+
 describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
+  it('rewrites the limits of a cgroup made ahead, up and down (v1: memory never above memory+swap)', async () => {
+    const { driver, fs } = open();
+    const base = { cpuPeriodUs: 100_000, cpus: 0.5 };
+    const cg = driver.create('sb-ahead', { ...base, memoryBytes: 64 << 20, pidsMax: 16 });
+    try {
+      driver.setLimits(cg, { ...base, memoryBytes: 256 << 20, pidsMax: 64 }, { ...base, memoryBytes: 64 << 20, pidsMax: 16 });
+      let held = heldLimits(driver, fs, cg);
+      expect(held.memory.length).toBeGreaterThan(0);
+      for (const value of held.memory) expect(value).toBe(256 << 20);
+      expect(held.pids).toBe(64);
+      driver.setLimits(cg, { ...base, memoryBytes: 32 << 20, pidsMax: 8 }, { ...base, memoryBytes: 256 << 20, pidsMax: 64 });
+      held = heldLimits(driver, fs, cg);
+      for (const value of held.memory) expect(value).toBe(32 << 20);
+      expect(held.pids).toBe(8);
+    } finally {
+      await driver.destroy(cg);
+      await driver.close();
+    }
+  });
+
+
   it('creates a sandbox cgroup under its own parent, reports usage, and removes everything', async () => {
     const { driver, fs } = open();
     try {

@@ -143,6 +143,10 @@ export class FakeCgroupFs implements CgroupFs {
       if (!/^(max|\d+)$/.test(value.trim())) throw errnoError('EINVAL', `${path}: ${value}`);
     }
     if (name === 'cpu.max' && !/^(max|\d+) \d+$/.test(value.trim())) throw errnoError('EINVAL', `${path}: ${value}`);
+    // memory.txt (v1): the memory limit may never exceed the memory+swap limit.
+    const memsw = Number(node.files.get('memory.memsw.limit_in_bytes') ?? Infinity);
+    if (name === 'memory.limit_in_bytes' && Number(value) > memsw) throw errnoError('EINVAL', `${path}: ${value} > memsw ${memsw}`);
+    if (name === 'memory.memsw.limit_in_bytes' && Number(value) < Number(node.files.get('memory.limit_in_bytes') ?? 0)) throw errnoError('EINVAL', `${path}: ${value} < memory limit`);
     if (name === 'memory.peak') {
       node.files.set(name, node.files.get('memory.current') ?? '0\n');
       return;

@@ -56,6 +56,8 @@ export interface CgroupDriver {
   /** One line for logs and /healthz: which driver, where. */
   readonly description: string;
   create(name: string, limits: CgroupLimits): SandboxCgroup;
+  /** Rewrites the limits of a cgroup no process has joined yet (one made ahead with `previous`). */
+  setLimits(cgroup: SandboxCgroup, limits: CgroupLimits, previous: CgroupLimits): void;
   usage(cgroup: SandboxCgroup): CgroupUsage;
   /** Files held open for the per-call receipt (one pread each on the invoke path). */
   meter(cgroup: SandboxCgroup): CallMeter;

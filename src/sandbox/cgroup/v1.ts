@@ -63,14 +63,9 @@ export class V1CgroupDriver implements CgroupDriver {
         byController.set(controller, dir);
       }
       const memory = byController.get('memory')!;
-      this.fs.write(join(memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
-      // memsw = memory + swap: equal to the memory limit means no swap at all.
-      if (this.hasMemsw) this.fs.write(join(memory, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes));
-      else writeIfPresent(this.fs, join(memory, 'memory.swappiness'), '0');
-      const cpu = byController.get('cpu')!;
-      this.fs.write(join(cpu, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs));
-      this.fs.write(join(cpu, 'cpu.cfs_quota_us'), limits.cpus === undefined ? '-1' : String(Math.round(limits.cpus * limits.cpuPeriodUs)));
-      this.fs.write(join(byController.get('pids')!, 'pids.max'), String(limits.pidsMax));
+      if (!this.hasMemsw) writeIfPresent(this.fs, join(memory, 'memory.swappiness'), '0');
+      // A new cgroup's memsw limit is unlimited: the memory limit goes first.
+      this.writeLimits(byController, limits, false);
       let cloneInto: string | undefined;
       if (this.unifiedParent) {
         cloneInto = join(this.unifiedParent, name);
@@ -82,6 +77,38 @@ export class V1CgroupDriver implements CgroupDriver {
       for (const dir of made) void removeDir(this.fs, dir, 0).catch(() => {});
       throw new FnboxError('SandboxError', `creating cgroup ${name} failed: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  setLimits(cgroup: SandboxCgroup, limits: CgroupLimits, previous: CgroupLimits): void {
+    try {
+      this.writeLimits((cgroup as V1Sandbox).byController, limits, limits.memoryBytes > previous.memoryBytes);
+    } catch (error) {
+      throw new FnboxError('SandboxError', `setting the limits of cgroup ${cgroup.name} failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /**
+   * The kernel keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at
+   * every write (EINVAL otherwise): raising both, memsw goes first.
+   */
+  private writeLimits(byController: ReadonlyMap<Controller, string>, limits: CgroupLimits, memswFirst: boolean): void {
+    const memory = byController.get('memory')!;
+    const writeMemory = (): void => this.fs.write(join(memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
+    // memsw = memory + swap: equal to the memory limit means no swap at all.
+    const writeMemsw = (): void => {
+      if (this.hasMemsw) this.fs.write(join(memory, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes));
+    };
+    if (memswFirst) {
+      writeMemsw();
+      writeMemory();
+    } else {
+      writeMemory();
+      writeMemsw();
+    }
+    const cpu = byController.get('cpu')!;
+    this.fs.write(join(cpu, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs));
+    this.fs.write(join(cpu, 'cpu.cfs_quota_us'), limits.cpus === undefined ? '-1' : String(Math.round(limits.cpus * limits.cpuPeriodUs)));
+    this.fs.write(join(byController.get('pids')!, 'pids.max'), String(limits.pidsMax));
   }
 
   usage(cgroup: SandboxCgroup): CgroupUsage {

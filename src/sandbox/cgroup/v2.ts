@@ -66,17 +66,29 @@ export class V2CgroupDriver implements CgroupDriver {
     const dir = join(this.parent, name);
     this.fs.mkdir(dir);
     try {
-      this.fs.write(join(dir, 'memory.max'), String(limits.memoryBytes));
       writeIfPresent(this.fs, join(dir, 'memory.swap.max'), '0');
       // An OOM kills the whole sandbox, not just its biggest process.
       writeIfPresent(this.fs, join(dir, 'memory.oom.group'), '1');
-      this.fs.write(join(dir, 'cpu.max'), formatCpuMax(limits.cpus === undefined ? undefined : limits.cpus * limits.cpuPeriodUs, limits.cpuPeriodUs));
-      this.fs.write(join(dir, 'pids.max'), String(limits.pidsMax));
+      this.writeLimits(dir, limits);
     } catch (error) {
       void removeDir(this.fs, dir, 0).catch(() => {});
       throw new FnboxError('SandboxError', `creating cgroup ${name} failed: ${(error as Error).message}`, { cause: error });
     }
     return { name, dirs: [dir], cloneInto: dir, attachBeforeRelease: [], primaryDir: dir };
+  }
+
+  setLimits(cgroup: SandboxCgroup, limits: CgroupLimits): void {
+    try {
+      this.writeLimits(cgroup.primaryDir, limits);
+    } catch (error) {
+      throw new FnboxError('SandboxError', `setting the limits of cgroup ${cgroup.name} failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  private writeLimits(dir: string, limits: CgroupLimits): void {
+    this.fs.write(join(dir, 'memory.max'), String(limits.memoryBytes));
+    this.fs.write(join(dir, 'cpu.max'), formatCpuMax(limits.cpus === undefined ? undefined : limits.cpus * limits.cpuPeriodUs, limits.cpuPeriodUs));
+    this.fs.write(join(dir, 'pids.max'), String(limits.pidsMax));
   }
 
   usage(cgroup: SandboxCgroup): CgroupUsage {
