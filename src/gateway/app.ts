@@ -167,6 +167,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     cgroups: deps.host.cgroups.description,
     hints: deps.host.tuningHints,
     sandboxes: deps.host.live().length,
+    reservedCgroups: deps.host.reservedCgroupDirs(),
     functions: deps.store.list().length,
     capacity: { usedBytes: deps.dispatcher.capacity.usedBytes, limitBytes: deps.dispatcher.capacity.limitBytes },
     bodies: { usedBytes: deps.bodies.usedBytes, limitBytes: deps.bodies.limitBytes },

@@ -2,13 +2,14 @@
 // the uid ranges, and the run directory. Opening it sweeps what an earlier
 // run with the same state dir left behind; closing it destroys every
 // sandbox and removes fnbox's own cgroups.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DEFAULT_LAUNCHER } from '../paths.js';
 import { FnboxError } from '../errors.js';
 import { InFlight } from '../in-flight.js';
-import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver } from './cgroup/index.js';
+import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver, type CgroupLimits } from './cgroup/index.js';
+import { CgroupReserve, newSandboxId } from './cgroup/reserve.js';
 import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
 import { Launcher } from './launcher.js';
 import { Sandbox } from './sandbox.js';
@@ -27,6 +28,9 @@ export const DEFAULT_LIMITS: SandboxLimits = {
 };
 
 export const CPU_PERIOD_US = 100_000;
+
+/** Sandbox cgroups made ahead while nothing boots (src/sandbox/cgroup/reserve.ts). */
+const CGROUP_RESERVE = 2;
 
 export interface SandboxHostOptions {
   stateDir: string;
@@ -56,6 +60,8 @@ export class SandboxHost {
   private closing?: Promise<void>;
   /** close() waits for boots under way, or their cgroups would outlive it. */
   private readonly booting = new InFlight();
+  private bootsUnderWay = 0;
+  private readonly cgroupReserve: CgroupReserve;
 
   private constructor(
     readonly stateDir: string,
@@ -70,7 +76,9 @@ export class SandboxHost {
     readonly seccompFile: string,
     /** Host settings that would make boots faster (logged at start, shown by /healthz). */
     readonly tuningHints: string[],
-  ) {}
+  ) {
+    this.cgroupReserve = new CgroupReserve(cgroups, CGROUP_RESERVE);
+  }
 
   static async open(options: SandboxHostOptions): Promise<SandboxHost> {
     if (process.getuid?.() !== 0) {
@@ -103,22 +111,38 @@ export class SandboxHost {
 
   boot(request: BootRequest): Promise<Sandbox> {
     if (this.closing) return Promise.reject(new FnboxError('Unavailable', 'the sandbox host is shutting down'));
-    return this.booting.track(this.bootOnce(request));
+    this.bootsUnderWay++;
+    const boot = this.bootOnce(request);
+    void boot.then(this.bootEnded, this.bootEnded);
+    return this.booting.track(boot);
+  }
+
+  private readonly bootEnded = (): void => {
+    this.bootsUnderWay--;
+    this.cgroupReserve.refillWhen(() => this.bootsUnderWay === 0 && !this.closing);
+  };
+
+  /** Cgroups made ahead for the next boots (diagnostics and tests). */
+  get reservedCgroups(): number {
+    return this.cgroupReserve.available;
+  }
+
+  /** Their directories: empty cgroups, no sandbox's yet. */
+  reservedCgroupDirs(): string[] {
+    return this.cgroupReserve.dirs();
   }
 
   private async bootOnce(request: BootRequest): Promise<Sandbox> {
-    const id = request.id ?? `sb-${randomBytes(6).toString('hex')}`;
-    if (this.sandboxes.has(id)) throw new FnboxError('SandboxError', `sandbox ${id} already exists`);
+    if (request.id !== undefined && this.sandboxes.has(request.id)) throw new FnboxError('SandboxError', `sandbox ${request.id} already exists`);
     const limits = { ...DEFAULT_LIMITS, ...request.limits };
+    const cgroupLimits: CgroupLimits = { memoryBytes: limits.memoryBytes, cpus: limits.cpus, cpuPeriodUs: CPU_PERIOD_US, pidsMax: limits.pidsMax };
     const hostIdBase = this.ids.acquire();
+    let id: string;
     let cgroup;
     try {
-      cgroup = this.cgroups.create(id, {
-        memoryBytes: limits.memoryBytes,
-        cpus: limits.cpus,
-        cpuPeriodUs: CPU_PERIOD_US,
-        pidsMax: limits.pidsMax,
-      });
+      const reserved = request.id === undefined ? this.cgroupReserve.take(cgroupLimits) : undefined;
+      id = reserved?.id ?? request.id ?? newSandboxId();
+      cgroup = reserved?.cgroup ?? this.cgroups.create(id, cgroupLimits);
     } catch (error) {
       this.ids.release(hostIdBase);
       throw error;
@@ -165,6 +189,7 @@ export class SandboxHost {
       await this.booting.settled();
       await Promise.all(this.live().map((sandbox) => sandbox.destroy()));
       await this.launcher.close();
+      await this.cgroupReserve.close();
       await this.cgroups.close();
       this.ids.releaseAll();
       rmSync(join(this.stateDir, 'run'), { recursive: true, force: true });

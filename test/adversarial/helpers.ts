@@ -13,7 +13,7 @@
 import { readdirSync } from 'node:fs';
 import { expect } from 'vitest';
 import { deployFiles, type TestGateway } from '../support/gateway.js';
-import { fnboxCgroupDirs, hostMounts, processesWithUidIn } from '../support/host-state.js';
+import { hostMounts, processesWithUidIn, sandboxCgroupDirs } from '../support/host-state.js';
 
 const WATCHED_DIRS = ['/', '/tmp', '/var/tmp', '/dev/shm', '/run', '/etc', '/root'];
 
@@ -42,7 +42,7 @@ export interface HostView {
 }
 
 export function hostView(gateway: TestGateway): HostView {
-  return { mounts: hostMounts(), cgroups: fnboxCgroupDirs(gateway.deps.host.cgroupParentName), files: listing() };
+  return { mounts: hostMounts(), cgroups: sandboxCgroupDirs(gateway.deps.host), files: listing() };
 }
 
 async function witnessCall(gateway: TestGateway, i: number): Promise<number> {

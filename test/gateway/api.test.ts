@@ -1,6 +1,7 @@
 // The HTTP API end to end, over loopback, with real sandboxes.
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEPLOYS_AT_ONCE } from '../../src/gateway/app.js';
@@ -88,9 +89,13 @@ describe('deploy, invoke, update, delete', () => {
     expect(metrics).toContain('fnbox_invocation_duration_seconds_bucket');
     expect(metrics).toContain('fnbox_sandbox_boots_total');
     expect(metrics).toMatch(/fnbox_sandboxes\{function="echo",state="(idle|busy)"\} [1-9]/);
-    const health = (await (await fetch(`${gateway.url}/healthz`)).json()) as { status: string; cgroups: string };
+    const health = (await (await fetch(`${gateway.url}/healthz`)).json()) as { status: string; cgroups: string; reservedCgroups: string[] };
     expect(health.status).toBe('ok');
     expect(health.cgroups).toMatch(/^cgroup (v2|hybrid|v1)/);
+    // Sandboxes booted, then quiet: cgroups made ahead, empty, beside the sandboxes' own.
+    expect(health.reservedCgroups.length).toBeGreaterThan(0);
+    for (const dir of health.reservedCgroups) expect(readFileSync(join(dir, 'cgroup.procs'), 'utf8')).toBe('');
+    expect(health.reservedCgroups.some((dir) => dir.startsWith(`${dirname(String(one.cgroup))}/`))).toBe(true);
   });
 
   it('delete drains, frees every sandbox, and the function is gone', async () => {

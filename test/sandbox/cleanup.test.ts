@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT, SandboxHost } from '../../src/sandbox/index.js';
 import { image, openTestHost, sh, tempDir } from '../support/env.js';
-import { fnboxCgroupDirs, hostMounts, hostProcesses, leftoversInRange, snapshot } from '../support/host-state.js';
+import { fnboxCgroupDirs, hostMounts, hostProcesses, leftoversInRange, sandboxCgroupDirs, snapshot } from '../support/host-state.js';
 
 let host: SandboxHost;
 let stateDir: string;
@@ -20,7 +20,7 @@ afterAll(() => cleanup());
 
 /** Cgroup dirs of this host's own sandboxes (not its parents). */
 function sandboxCgroups(): string[] {
-  return fnboxCgroupDirs(host.cgroupParentName).filter((dir) => !dir.endsWith(host.cgroupParentName));
+  return sandboxCgroupDirs(host).filter((dir) => !dir.endsWith(host.cgroupParentName));
 }
 
 function childrenOf(pid: number): number[] {
@@ -39,7 +39,7 @@ function alive(pid: number): boolean {
 
 describe('clean-up', () => {
   it('destroy removes every process, mount, cgroup, uid and directory', async () => {
-    const before = snapshot(stateDir, host.cgroupParentName);
+    const before = snapshot(stateDir, host);
     const shell = image('shell');
     const sandboxes = await Promise.all(
       Array.from({ length: 5 }, () => host.boot({ layers: [shell.rootfs], argv: ['/bin/sh', '-c', 'echo x > /tmp/x; sleep 60 & sleep 60'] })),
@@ -52,26 +52,26 @@ describe('clean-up', () => {
 
     expect(pids.filter(alive)).toEqual([]);
     expect(hostMounts()).toEqual(before.mounts);
-    expect(fnboxCgroupDirs(host.cgroupParentName)).toEqual(before.cgroupDirs);
-    expect(snapshot(stateDir, host.cgroupParentName).files).toEqual(before.files);
+    expect(sandboxCgroupDirs(host)).toEqual(before.cgroupDirs);
+    expect(snapshot(stateDir, host).files).toEqual(before.files);
     for (const sb of sandboxes) expect(leftoversInRange(sb.hostIdBase)).toEqual([]);
     expect(host.live()).toEqual([]);
   });
 
   it('a sandbox that crashes is reaped and leaves nothing after destroy', async () => {
-    const before = snapshot(stateDir, host.cgroupParentName);
+    const before = snapshot(stateDir, host);
     const { exit, sandbox } = await sh(host, 'sleep 60 & kill -KILL $$', {}, );
     expect(exit).toMatchObject({ reason: 'signaled', signal: 9 });
     expect(alive(sandbox.monitorPid)).toBe(false);
     expect(alive(sandbox.initPid)).toBe(false);
-    expect(fnboxCgroupDirs(host.cgroupParentName)).toEqual(before.cgroupDirs);
+    expect(sandboxCgroupDirs(host)).toEqual(before.cgroupDirs);
     expect(hostMounts()).toEqual(before.mounts);
   });
 
   // FNBOX_TEST_CYCLES lowers the count where a boot is slow (the emulated pure-v2 VM).
   const cycles = Number(process.env.FNBOX_TEST_CYCLES ?? 1000);
   it(`${cycles} create/destroy cycles leave zero mounts, cgroups, directories and processes`, async () => {
-    const before = snapshot(stateDir, host.cgroupParentName);
+    const before = snapshot(stateDir, host);
     const shell = image('shell');
     let booted = 0;
     const idBases = new Set<number>();
@@ -86,9 +86,12 @@ describe('clean-up', () => {
     await Promise.all([worker(), worker(), worker(), worker()]);
     expect(booted).toBeGreaterThanOrEqual(cycles);
     expect(hostMounts()).toEqual(before.mounts);
-    expect(fnboxCgroupDirs(host.cgroupParentName)).toEqual(before.cgroupDirs);
+    expect(sandboxCgroupDirs(host)).toEqual(before.cgroupDirs);
     expect(sandboxCgroups()).toEqual([]);
-    expect(snapshot(stateDir, host.cgroupParentName).files).toEqual(before.files);
+    // What the host keeps made ahead is at most its reserve, and empty.
+    expect(host.reservedCgroups).toBeLessThanOrEqual(2);
+    for (const dir of host.reservedCgroupDirs()) expect(readFileSync(join(dir, 'cgroup.procs'), 'utf8')).toBe('');
+    expect(snapshot(stateDir, host).files).toEqual(before.files);
     // No monitor left under our zygote, no process under any uid range the cycles used.
     expect(childrenOf(host.launcher.zygotePid!)).toEqual([]);
     for (const base of idBases) expect(leftoversInRange(base)).toEqual([]);
@@ -130,13 +133,13 @@ describe('after the gateway is SIGKILLed', () => {
       const sbs = [];
       for (let i = 0; i < 3; i++) sbs.push(await host.boot({ layers: [${JSON.stringify(image('shell').rootfs)}], argv: ['/bin/sh', '-c', 'sleep 600 & sleep 600'] }));
       await new Promise((r) => setTimeout(r, 100));
-      console.log(JSON.stringify(sbs.map((sb) => ({ pids: [sb.monitorPid, sb.initPid, sb.pid], cgroups: sb.cgroup.dirs, base: sb.hostIdBase }))));
+      console.log(JSON.stringify({ reserved: host.reservedCgroups, sandboxes: sbs.map((sb) => ({ pids: [sb.monitorPid, sb.initPid, sb.pid], cgroups: sb.cgroup.dirs, base: sb.hostIdBase })) }));
       setInterval(() => {}, 1000);`;
     const gateway = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     gateway.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     for (let i = 0; i < 500 && !out.includes('\n'); i++) await sleep(20);
-    const sandboxes = JSON.parse(out) as Array<{ pids: number[]; cgroups: string[]; base: number }>;
+    const { reserved, sandboxes } = JSON.parse(out) as { reserved: number; sandboxes: Array<{ pids: number[]; cgroups: string[]; base: number }> };
     const pids = sandboxes.flatMap((sb) => sb.pids);
     expect(pids.every(alive)).toBe(true);
 
@@ -151,7 +154,9 @@ describe('after the gateway is SIGKILLed', () => {
     expect(sandboxes.flatMap((sb) => sb.cgroups).every((dir) => existsSync(dir))).toBe(true);
 
     const next = await SandboxHost.open({ stateDir: killedState });
-    expect(next.swept).toBe(3);
+    // The sandboxes' cgroups, and the empty ones made ahead for the next boots.
+    expect(reserved).toBeGreaterThan(0);
+    expect(next.swept).toBe(3 + reserved);
     expect(sandboxes.flatMap((sb) => sb.cgroups).filter((dir) => existsSync(dir))).toEqual([]);
     await next.close();
     expect(fnboxCgroupDirs(next.cgroupParentName)).toEqual([]);

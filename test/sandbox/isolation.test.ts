@@ -1,6 +1,7 @@
 // What a program sees from inside a sandbox, and what the host sees of it.
 import { mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxHost } from '../../src/sandbox/index.js';
 import { image, openTestHost, run, sh, tempDir } from '../support/env.js';
@@ -140,13 +141,21 @@ describe('from the host', () => {
 
   it('the cgroup holds the requested limits and contains the sandbox from its first instruction', async () => {
     const shell = image('shell');
+    // A boot with the default limits first: the cgroups the host then makes
+    // ahead hold those, and the boot below must get its own written over them.
+    await (await host.boot({ layers: [shell.rootfs], argv: ['/bin/true'] })).destroy();
+    for (let i = 0; i < 100 && host.reservedCgroups === 0; i++) await sleep(5);
+    const reserved = host.reservedCgroups;
+    expect(reserved).toBeGreaterThan(0);
     const sandbox = await host.boot({
       layers: [shell.rootfs],
       argv: ['/bin/sleep', '30'],
       limits: { memoryBytes: 96 * 1024 * 1024, cpus: 0.5, pidsMax: 23 },
     });
     try {
+      expect(host.reservedCgroups).toBe(reserved - 1);
       const cg = sandbox.cgroup;
+      expect(cg.name).toBe(sandbox.id);
       const read = (path: string): string => readFileSync(path, 'utf8').trim();
       if (host.cgroups.mode === 'v2') {
         expect(read(`${cg.primaryDir}/memory.max`)).toBe(String(96 * 1024 * 1024));

@@ -3,7 +3,7 @@
 // before and after.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_ID_RANGES } from '../../src/sandbox/index.js';
+import { DEFAULT_ID_RANGES, type SandboxHost } from '../../src/sandbox/index.js';
 import { ID_RANGE } from '../../src/sandbox/spec.js';
 
 export interface HostState {
@@ -104,10 +104,20 @@ export function leftoversInRange(hostIdBase: number): string[] {
   return processesWithUidIn(hostIdBase, hostIdBase + ID_RANGE);
 }
 
-export function snapshot(stateDir?: string, cgroupParentName?: string): HostState {
+/**
+ * A host's cgroup directories other than the empty ones it made ahead for
+ * its next boots (src/sandbox/cgroup/reserve.ts): those of its sandboxes,
+ * and its parents.
+ */
+export function sandboxCgroupDirs(host: Pick<SandboxHost, 'cgroupParentName' | 'reservedCgroupDirs'>): string[] {
+  const reserved = new Set(host.reservedCgroupDirs());
+  return fnboxCgroupDirs(host.cgroupParentName).filter((dir) => !reserved.has(dir));
+}
+
+export function snapshot(stateDir: string, host: Pick<SandboxHost, 'cgroupParentName' | 'reservedCgroupDirs'>): HostState {
   return {
     mounts: hostMounts(),
-    cgroupDirs: fnboxCgroupDirs(cgroupParentName),
+    cgroupDirs: sandboxCgroupDirs(host),
     processes: hostProcesses(),
     files: stateDir ? listTree(stateDir) : [],
   };
