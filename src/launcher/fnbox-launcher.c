@@ -443,7 +443,7 @@ static int pooled_netns = -1;
 
 /* Write end of a pipe from the zygote, held until this monitor's program
  * has started: the zygote makes network namespaces only while no monitor
- * holds one, so that work never competes with a boot for a CPU. */
+ * holds one, so that work never holds a boot's setup off the CPU. */
 static int booting_fd = -1;
 
 /* lo up: what a function on localhost expects (docker and bwrap do the same). */
@@ -1287,7 +1287,12 @@ static int serve_requests(void) {
     int boot_pipe[2] = { -1, -1 };
     if (n_booting < (int)(sizeof booting / sizeof booting[0]) && pipe2(boot_pipe, O_CLOEXEC) < 0) boot_pipe[0] = boot_pipe[1] = -1;
     pid_t pid = fork();
-    if (pid < 0) { if (boot_pipe[0] >= 0) { close(boot_pipe[0]); close(boot_pipe[1]); } emit("{\"event\":\"error\",\"phase\":%d,\"step\":\"fork_monitor\",\"errno\":%d,\"message\":\"fork: %s\"}", EXIT_CLONE, errno, strerror(errno)); continue; }
+    if (pid < 0) {
+      int saved = errno;
+      if (boot_pipe[0] >= 0) { close(boot_pipe[0]); close(boot_pipe[1]); }
+      emit("{\"event\":\"error\",\"phase\":%d,\"step\":\"fork_monitor\",\"errno\":%d,\"message\":\"fork: %s\"}", EXIT_CLONE, saved, strerror(saved));
+      continue;
+    }
     if (pid == 0) {
       signal(SIGCHLD, SIG_DFL);
       for (int i = 0; i < n_monitors; i++) close(monitors[i]);

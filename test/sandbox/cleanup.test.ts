@@ -1,11 +1,12 @@
 // Leave nothing behind: after destroy, after a crash, after the gateway is
 // SIGKILLed, and after a thousand boots.
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT, SandboxHost } from '../../src/sandbox/index.js';
+import { NETNS_POOL } from '../../src/sandbox/launcher.js';
 import { image, openTestHost, sh, tempDir } from '../support/env.js';
 import { fnboxCgroupDirs, hostMounts, hostProcesses, leftoversInRange, sandboxCgroupDirs, snapshot } from '../support/host-state.js';
 
@@ -31,6 +32,18 @@ function childrenOf(pid: number): number[] {
       return false;
     }
   });
+}
+
+/** How many of the zygote's open fds are of a kind (`pipe:`, `net:`). */
+function zygoteFds(kind: string): number {
+  const dir = `/proc/${host.launcher.zygotePid}/fd`;
+  return readdirSync(dir).filter((fd) => {
+    try {
+      return readlinkSync(`${dir}/${fd}`).startsWith(kind);
+    } catch {
+      return false;
+    }
+  }).length;
 }
 
 function alive(pid: number): boolean {
@@ -72,6 +85,7 @@ describe('clean-up', () => {
   const cycles = Number(process.env.FNBOX_TEST_CYCLES ?? 1000);
   it(`${cycles} create/destroy cycles leave zero mounts, cgroups, directories and processes`, async () => {
     const before = snapshot(stateDir, host);
+    const zygotePipesBefore = zygoteFds('pipe:');
     const shell = image('shell');
     let booted = 0;
     const idBases = new Set<number>();
@@ -94,6 +108,10 @@ describe('clean-up', () => {
     expect(snapshot(stateDir, host).files).toEqual(before.files);
     // No monitor left under our zygote, no process under any uid range the cycles used.
     expect(childrenOf(host.launcher.zygotePid!)).toEqual([]);
+    // The zygote let go of every monitor's booting pipe, and holds no more
+    // network namespaces made ahead than it was asked to.
+    expect(zygoteFds('pipe:')).toBe(zygotePipesBefore);
+    expect(zygoteFds('net:')).toBeLessThanOrEqual(NETNS_POOL + 1);
     for (const base of idBases) expect(leftoversInRange(base)).toEqual([]);
   }, 600_000);
 });
