@@ -31,8 +31,11 @@ describe('limits', () => {
       layers: [image('shell').rootfs],
       // Every process waits for its two children, so the count only grows until pids.max
       // stops it, however slow forks are (a bomb whose processes exit as they fork can
-      // hover below the limit in the emulated VMs). exec: a fork for sleep could fail.
-      argv: ['/bin/sh', '-c', 'bomb() { bomb & bomb & wait; }; bomb; exec sleep 30'],
+      // hover below the limit in the emulated VMs). The program itself forks once, before
+      // the bomb grows, then becomes sleep: a shell whose fork fails exits, and the program
+      // must live until destroy (it once ran the bomb itself, and its second fork lost that
+      // race on a loaded machine).
+      argv: ['/bin/sh', '-c', 'bomb() { bomb & bomb & wait; }; bomb & exec sleep 30'],
       limits: { pidsMax: 32 },
     });
     try {
