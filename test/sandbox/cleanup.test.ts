@@ -172,11 +172,15 @@ describe('after the gateway is SIGKILLed', () => {
     expect(sandboxes.flatMap((sb) => sb.cgroups).every((dir) => existsSync(dir))).toBe(true);
 
     const next = await SandboxHost.open({ stateDir: killedState });
-    // The sandboxes' cgroups, and the empty ones made ahead for the next boots.
-    expect(reserved).toBeGreaterThan(0);
-    expect(next.swept).toBe(3 + reserved);
-    expect(sandboxes.flatMap((sb) => sb.cgroups).filter((dir) => existsSync(dir))).toEqual([]);
-    await next.close();
+    try {
+      // The sandboxes' cgroups, and the empty ones made ahead for the next boots.
+      expect(reserved).toBeGreaterThan(0);
+      expect(next.swept).toBe(3 + reserved);
+      expect(sandboxes.flatMap((sb) => sb.cgroups).filter((dir) => existsSync(dir))).toEqual([]);
+    } finally {
+      // A failed expectation must not leave this host's cgroups and state dir behind.
+      await next.close();
+    }
     expect(fnboxCgroupDirs(next.cgroupParentName)).toEqual([]);
     expect(readdirSync(killedState)).toEqual([]);
     rmSync(killedState, { recursive: true, force: true });
