@@ -11,12 +11,24 @@ import { rateRow, summarize, type ResultRow } from './lib/stats.js';
 /** The HTTP bench's maxConcurrency: as many resets at once as its writing calls make. */
 const PARALLEL_RESETS = 4;
 
-async function fnboxBoot(host: SandboxHost, rootfs: string): Promise<number> {
+/** One boot's time in three parts, in ms: see the `boot-split-*` rows. */
+interface BootSplit {
+  beforeMonitor: number;
+  inLauncher: number;
+  afterStart: number;
+}
+
+async function fnboxBoot(host: SandboxHost, rootfs: string, split?: BootSplit[]): Promise<number> {
   const started = performance.now();
+  const startedUs = Number(process.hrtime.bigint() / 1000n);
   const sandbox = await host.boot({ layers: [rootfs], argv: ['/bin/true'] });
   await sandbox.exited;
   const elapsed = performance.now() - started;
   await sandbox.destroy();
+  // The monitor stamps its start with CLOCK_MONOTONIC, process.hrtime's clock.
+  const beforeMonitor = (sandbox.monitorStartedUs - startedUs) / 1000;
+  const inLauncher = sandbox.bootUs / 1000;
+  split?.push({ beforeMonitor, inLauncher, afterStart: elapsed - beforeMonitor - inLauncher });
   return elapsed;
 }
 
@@ -32,11 +44,12 @@ export async function runBoot(context: BenchContext): Promise<{ results: ResultR
   notes.push(`peers timed with ${timer}${timer === 'spawnSync' ? ' (includes Node spawn overhead, ~2 ms here)' : ' (shell start-up subtracted)'}; fnbox timed in-process through its API`);
 
   const samples = new Map<string, number[]>([['fnbox', []], ...peers.filter((p) => p.available).map((p) => [p.name, []] as [string, number[]])]);
+  const bootSplits: BootSplit[] = [];
   for (let i = 0; i < 5; i++) await fnboxBoot(host, shell.rootfs); // warm-up
   // Interleaved rounds: machine drift hits every system alike.
   for (let round = 0; round < rounds; round++) {
     progress(`boot: round ${round + 1}/${rounds}`);
-    for (let i = 0; i < perRound; i++) samples.get('fnbox')!.push(await fnboxBoot(host, shell.rootfs));
+    for (let i = 0; i < perRound; i++) samples.get('fnbox')!.push(await fnboxBoot(host, shell.rootfs, bootSplits));
     for (const peer of peers.filter((p) => p.available)) {
       const runs = peer.name === 'docker' ? Math.max(2, Math.floor(perRound / 8)) : perRound;
       samples.get(peer.name)!.push(...timeCommand(peer.command!, runs));
@@ -45,6 +58,12 @@ export async function runBoot(context: BenchContext): Promise<{ results: ResultR
   for (const [system, values] of samples) {
     results.push(summarize('boot', system, 'boot', 'ms', values, system === 'fnbox' ? 'user+pid+mnt+net+ipc+uts+cgroup ns, overlay root, cgroup limits, caps dropped' : 'same rootfs'));
   }
+  // Where fnbox's boot goes, from the same boots (CLOCK_MONOTONIC stamps of the gateway and the monitor).
+  results.push(
+    summarize('boot', 'fnbox', 'boot-split-before-monitor', 'ms', bootSplits.map((s) => s.beforeMonitor), 'of each boot above: boot() until the forked monitor runs (uid range, cgroup, spec, the zygote\'s fork)'),
+    summarize('boot', 'fnbox', 'boot-split-in-launcher', 'ms', bootSplits.map((s) => s.inLauncher), 'of each boot above: inside the monitor until the program is exec\'d (layer, namespaces, ids, mounts, privileges)'),
+    summarize('boot', 'fnbox', 'boot-split-after-start', 'ms', bootSplits.map((s) => s.afterStart), 'of each boot above: /bin/true runs and exits, the gateway hears of it'),
+  );
   for (const peer of peers) peer.cleanup?.();
 
   // What a cold start meets in practice: a boot after the host was quiet.

@@ -14,7 +14,7 @@ import { specToLauncherArgs, type SandboxSpec } from './spec.js';
 
 /** What the launcher reports, one JSON object per line. */
 export type LauncherEvent =
-  | { event: 'started'; pid: number; monitor: number; upper_fd: number; us: number }
+  | { event: 'started'; pid: number; monitor: number; upper_fd: number; t0: number; us: number }
   | { event: 'error'; phase: number; step: string; errno: number; message: string; id?: string }
   | { event: 'reset'; ok: true; upper_fd: number; us: number }
   | { event: 'reset'; ok: false; step: string; errno: number; message: string }
@@ -38,6 +38,8 @@ export interface LaunchedSandbox {
   initPid: number;
   upperFd: number;
   bootUs: number;
+  /** When the monitor began, CLOCK_MONOTONIC in µs (the clock of `process.hrtime`). */
+  monitorStartedUs: number;
   control: net.Socket;
   channel?: net.Socket;
   log?: net.Socket;
@@ -281,6 +283,7 @@ export class Launcher {
       initPid: pending.started.pid,
       upperFd: pending.started.upper_fd,
       bootUs: pending.started.us,
+      monitorStartedUs: pending.started.t0,
       control: pending.control,
       channel: pending.channel,
       log: pending.log,

@@ -52,6 +52,8 @@ export class Sandbox {
   readonly initPid: number;
   readonly monitorPid: number;
   readonly bootUs: number;
+  /** When its monitor began (µs, the clock of `process.hrtime`): what came before is the gateway's and the zygote's. */
+  readonly monitorStartedUs: number;
   readonly createdAt = Date.now();
   /** Resolves once the sandbox's program (and with it the sandbox) is gone. */
   readonly exited: Promise<ExitInfo>;
@@ -81,6 +83,7 @@ export class Sandbox {
     this.initPid = launched.initPid;
     this.monitorPid = launched.monitorPid;
     this.bootUs = launched.bootUs;
+    this.monitorStartedUs = launched.monitorStartedUs;
     this.upperFd = launched.upperFd;
     let resolveExit!: (info: ExitInfo) => void;
     let resolveGone!: () => void;
