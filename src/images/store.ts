@@ -6,6 +6,7 @@
 //   <dir>/sha256-<content>/image.json what it holds
 //   <dir>/recipes/<recipe-hash>       which content a recipe produced
 //   <dir>/tmp-<pid>-<random>          a build in progress (renamed when done)
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync, copyFileSync, utimesSync, constants as fsConstants, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
@@ -20,7 +21,7 @@ import { resolveDefinition, type ResolvedDefinition } from './definition.js';
 import { locateInterpreter, type InterpreterLayout } from './interpreters.js';
 
 /** Bumped when the skeleton or the layout changes, so old recipes rebuild. */
-const FORMAT = 4;
+const FORMAT = 5;
 const SYSTEM_PATH = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 const MIRRORED_TOP_LINKS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
 /** The mtime of the files the skeleton writes (seconds since the epoch; 1, as Nix does). */
@@ -138,6 +139,7 @@ export class ImageStore {
       for (const [source, target] of plan.files) placeFile(rootfs, source, target);
       for (const copy of plan.copies) copyTree(copy.from, join(rootfs, copy.to), projectFiles(copy.from));
       for (const tree of plan.trees) copyTree(tree.path, join(rootfs, tree.path), listFiles(tree.path, tree.exclude));
+      writeLibraryCache(rootfs);
       makeReadOnly(rootfs);
       chmodSync(join(rootfs, 'tmp'), 0o1777);
       const id = `sha256-${hashTree(rootfs)}`;
@@ -275,6 +277,29 @@ function writeSkeleton(rootfs: string): void {
   etc('hosts', '127.0.0.1\tlocalhost\n::1\tlocalhost\n');
   etc('nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files\n');
   etc('resolv.conf', '# no network: sandboxes have only a loopback interface\n');
+}
+
+/**
+ * /etc/ld.so.cache for the image's own libraries. Without it the dynamic
+ * loader probes the hwcaps and tls directories for every library (17
+ * failed opens for libc alone), each a negative lookup through every layer
+ * of a root that is new for each sandbox: ~0.1 ms per exec (a shell running
+ * three commands in a sandbox: 7.7 → 7.0 ms and 5.5 → 5.2 ms in two paired
+ * runs; python's start 12.3 → 12.0 ms). The same libraries give the same bytes. A host without glibc's ldconfig (musl,
+ * whose loader reads no cache) builds its images without one.
+ */
+function writeLibraryCache(rootfs: string): void {
+  const ldconfig = ['/sbin/ldconfig', '/usr/sbin/ldconfig'].find((path) => existsSync(path));
+  if (!ldconfig) return;
+  const cache = join(rootfs, 'etc', 'ld.so.cache');
+  // -r: paths inside the image; -X: write the cache, change no symlink.
+  const result = spawnSync(ldconfig, ['-X', '-r', rootfs], { stdio: 'ignore', timeout: 30_000 });
+  if (result.status !== 0 || !existsSync(cache)) {
+    rmSync(cache, { force: true });
+    return;
+  }
+  // File times are part of the image id (see hashTree).
+  utimesSync(cache, SKELETON_TIME, SKELETON_TIME);
 }
 
 function placeFile(rootfs: string, source: string, target: string): void {

@@ -66,6 +66,12 @@ describe('images', () => {
     expect(first.rootfs).toBe(join(dir, first.id, 'rootfs'));
     expect(existsSync(join(first.rootfs, 'bin', 'sh'))).toBe(true);
     expect(writable(first.rootfs)).toEqual([]);
+    // The loader's cache of the image's own libraries (glibc hosts), naming the image's libc.
+    if (existsSync('/sbin/ldconfig') || existsSync('/usr/sbin/ldconfig')) {
+      const cache = readFileSync(join(first.rootfs, 'etc', 'ld.so.cache'), 'latin1');
+      expect(cache).toMatch(/^(glibc-ld\.so\.cache|ld\.so-1\.7\.0)/);
+      expect(cache).toContain('/libc.so.6\0');
+    }
 
     // A second store finds it through the recipe: no rebuild, the same file.
     const cached = storeIn(dir).getSync('shell');
