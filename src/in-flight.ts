@@ -12,6 +12,11 @@ export class InFlight {
     return work;
   }
 
+  /** How much is still under way. */
+  get count(): number {
+    return this.pending.size;
+  }
+
   /** Resolves once everything tracked so far has settled, fulfilled or not. */
   async settled(): Promise<void> {
     await Promise.all(this.pending);

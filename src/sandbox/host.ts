@@ -60,7 +60,6 @@ export class SandboxHost {
   private closing?: Promise<void>;
   /** close() waits for boots under way, or their cgroups would outlive it. */
   private readonly booting = new InFlight();
-  private bootsUnderWay = 0;
   private readonly cgroupReserve: CgroupReserve;
 
   private constructor(
@@ -111,16 +110,12 @@ export class SandboxHost {
 
   boot(request: BootRequest): Promise<Sandbox> {
     if (this.closing) return Promise.reject(new FnboxError('Unavailable', 'the sandbox host is shutting down'));
-    this.bootsUnderWay++;
-    const boot = this.bootOnce(request);
-    void boot.then(this.bootEnded, this.bootEnded);
-    return this.booting.track(boot);
+    const boot = this.booting.track(this.bootOnce(request));
+    // Checked on a later turn, when this boot no longer counts as under way.
+    const refill = (): void => this.cgroupReserve.refillWhen(() => this.booting.count === 0 && !this.closing);
+    void boot.then(refill, refill);
+    return boot;
   }
-
-  private readonly bootEnded = (): void => {
-    this.bootsUnderWay--;
-    this.cgroupReserve.refillWhen(() => this.bootsUnderWay === 0 && !this.closing);
-  };
 
   /** Cgroups made ahead for the next boots (diagnostics and tests). */
   get reservedCgroups(): number {
