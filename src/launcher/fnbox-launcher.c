@@ -845,7 +845,6 @@ static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer 
 static int reset_root(struct sandbox_handle *sb) {
   long long started = now_us();
   struct layer fresh = { .tmpfs_fd = -1, .root_fd = -1 };
-  char proc_root[64];
   STEP("reset_layer");
   if (sb->has_next) {
     fresh = sb->next;
@@ -858,21 +857,19 @@ static int reset_root(struct sandbox_handle *sb) {
     sb->mnt_ns_fd = open(path, O_RDONLY | O_CLOEXEC);
     if (sb->mnt_ns_fd < 0) return reset_fail(sb, "open_mnt_ns", &fresh);
   }
-  snprintf(proc_root, sizeof proc_root, "/proc/%d/root", sb->init);
-  int root_dir = open(proc_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (root_dir < 0) return reset_fail(sb, "open_sandbox_root", &fresh);
-  if (setns(sb->mnt_ns_fd, CLONE_NEWNS) < 0) { close(root_dir); return reset_fail(sb, "setns", &fresh); }
-  if (fchdir(root_dir) < 0 || chroot(".") < 0) { close(root_dir); return reset_fail(sb, "chroot", &fresh); }
-  close(root_dir);
-  /* The staging dir may be missing or replaced by the program; it lives in
-   * the layer we are about to discard, so recreating it harms nothing. */
+  if (setns(sb->mnt_ns_fd, CLONE_NEWNS) < 0) return reset_fail(sb, "setns", &fresh);
+  /* The layer's overlay is the sandbox's root: its fd, held since the layer
+   * was made, saves a lookup through /proc/PID/root. */
+  if (fchdir(sb->layer.root_fd) < 0 || chroot(".") < 0) return reset_fail(sb, "chroot", &fresh);
+  /* Images carry the staging dir (src/images/store.ts); a program may have
+   * removed or replaced it, and it lives in the layer we are about to
+   * discard, so recreating it harms nothing. */
   const char *next = "/.fnbox-next";
   if (mkdir(next, 0700) < 0 && errno != EEXIST) return reset_fail(sb, "mkdir_next", &fresh);
   struct stat st;
   if (lstat(next, &st) < 0 || !S_ISDIR(st.st_mode)) { errno = ENOTDIR; return reset_fail(sb, "check_next", &fresh); }
   if (syscall(SYS_move_mount, fresh.root_fd, "", AT_FDCWD, next, MOVE_MOUNT_F_EMPTY_PATH) < 0)
     return reset_fail(sb, "move_mount", &fresh);
-  close(fresh.root_fd); fresh.root_fd = -1;
   /* Copies, not moves: a process resolving /dev/zero during the swap must
    * still find it under the old root until pivot_root switches it over.
    * MS_REC carries the masks and read-only submounts along. */
@@ -907,7 +904,7 @@ static int reset_root(struct sandbox_handle *sb) {
    * maps one. */
   release_layer(&sb->layer);
   sb->layer = fresh;
-  emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"us\":%lld}", sb->layer.tmpfs_fd, now_us() - started);
+  emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"t0\":%lld,\"us\":%lld}", sb->layer.tmpfs_fd, started, now_us() - started);
   return 0;
 }
 
@@ -1079,8 +1076,7 @@ static int run_monitor(int argc, char **argv) {
   close(go_pipe[0]);
   close(error_pipe[1]);
   close(exit_pipe[1]);
-  close(sb.layer.root_fd);
-  sb.layer.root_fd = -1;
+  /* sb.layer.root_fd stays open: a reset steps into the sandbox's root by it. */
   sb.init = child;
   /* The program's streams are the child's business from here on. */
   for (int i = 0; i < cfg.n_passes; i++)

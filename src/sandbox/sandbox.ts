@@ -23,6 +23,8 @@ export interface ResetResult {
   skipped: boolean;
   /** Time the launcher spent swapping the root, in microseconds. */
   us: number;
+  /** When the monitor began the swap, CLOCK_MONOTONIC in µs (`process.hrtime`'s clock); 0 when skipped. */
+  startedUs: number;
 }
 
 const EMPTY_TMPFS_DIR_SIZE = 40;
@@ -165,7 +167,7 @@ export class Sandbox {
    */
   async resetRoot(options: { force?: boolean } = {}): Promise<ResetResult> {
     if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
-    if (!options.force && !this.isDirty()) return { skipped: true, us: 0 };
+    if (!options.force && !this.isDirty()) return { skipped: true, us: 0, startedUs: 0 };
     return this.swapRoot('reset\n', 'root reset');
   }
 
@@ -196,7 +198,7 @@ export class Sandbox {
     }
     this.upperFd = event.upper_fd;
     await this.killStaleRoots();
-    return { skipped: false, us: event.us };
+    return { skipped: false, us: event.us, startedUs: event.t0 };
   }
 
   /**
