@@ -60,6 +60,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -804,6 +805,9 @@ static void map_ids_and_attach(pid_t child) {
 
 /* ---------- 6. per-call root reset (DESIGN.md §2) ---------- */
 
+/* An old layer holding at most this much is torn down after the reply. */
+#define RELEASE_AFTER_REPLY_BYTES (256 * 1024ULL)
+
 struct sandbox_handle {
   pid_t init; int mnt_ns_fd; int host_mnt_fd;
   struct layer layer;
@@ -925,15 +929,23 @@ static int reset_root(struct sandbox_handle *sb) {
   if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
   /* The old overlay holds its own clone of the upper: the holder can go.
-   * Before the reply, though it waits for RCU grace periods: the old
-   * layer's files are charged to the sandbox's memory until its tmpfs is
-   * gone, and the next call's memory (its peak, its OOM margin) must not
-   * include them. Deleting them first frees nothing (the old overlay still
-   * holds their inodes); truncating them would SIGBUS a process that still
-   * maps one. */
-  release_layer(&sb->layer);
+   * Its files are charged to the sandbox's memory until its tmpfs is gone,
+   * and the next call's memory (its peak, its OOM margin) must not include
+   * them, so a layer holding more than a little goes before the reply.
+   * Deleting them first frees nothing (the old overlay still holds their
+   * inodes); truncating them would SIGBUS a process that still maps one.
+   * A small one (most calls write a file or two) goes just after it:
+   * tearing an overlay and its tmpfs down is ~50 us, the gateway needs
+   * longer than that to hear the reply and send the next call, and at
+   * worst that call's peak counts 256 KiB that were not its own. */
+  struct layer old = sb->layer;
   sb->layer = fresh;
+  struct statfs usage;
+  int small = fstatfs(old.tmpfs_fd, &usage) == 0 &&
+              (unsigned long long)(usage.f_blocks - usage.f_bfree) * (unsigned long long)usage.f_bsize <= RELEASE_AFTER_REPLY_BYTES;
+  if (!small) release_layer(&old);
   emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"t0\":%lld,\"us\":%lld}", sb->layer.tmpfs_fd, started, now_us() - started);
+  if (small) release_layer(&old);
   return 0;
 }
 
