@@ -2,7 +2,7 @@
 // exited), runtime ready, root reset, parallel boots and 200 alive at once,
 // side by side with unshare, bwrap, runc and docker on the same rootfs.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { SandboxHost } from '../src/sandbox/index.js';
+import type { Sandbox, SandboxHost } from '../src/sandbox/index.js';
 import { progress, startBenchWorker, type BenchContext } from './lib/context.js';
 import { bootPeers, timeCommand, timer } from './lib/peers.js';
 import { measureCpu } from './lib/machine.js';
@@ -30,6 +30,30 @@ async function fnboxBoot(host: SandboxHost, rootfs: string, split?: BootSplit[])
   const inLauncher = sandbox.bootUs / 1000;
   split?.push({ beforeMonitor, inLauncher, afterStart: elapsed - beforeMonitor - inLauncher });
   return elapsed;
+}
+
+interface ResetTimes {
+  roundTrip: number[];
+  toMonitor: number[];
+  inLauncher: number[];
+  back: number[];
+}
+
+/** `count` forced resets of `sandbox`, `gapMs` apart, in ms; split by the monitor's CLOCK_MONOTONIC stamps. */
+async function timeResets(sandbox: Sandbox, count: number, gapMs: number): Promise<ResetTimes> {
+  const times: ResetTimes = { roundTrip: [], toMonitor: [], inLauncher: [], back: [] };
+  for (let i = 0; i < count; i++) {
+    if (gapMs) await sleep(gapMs);
+    const startedUs = Number(process.hrtime.bigint() / 1000n);
+    const result = await sandbox.resetRoot({ force: true });
+    const roundTrip = Number(process.hrtime.bigint() / 1000n) - startedUs;
+    const toMonitor = result.startedUs - startedUs;
+    times.roundTrip.push(roundTrip / 1000);
+    times.toMonitor.push(toMonitor / 1000);
+    times.inLauncher.push(result.us / 1000);
+    times.back.push((roundTrip - toMonitor - result.us) / 1000);
+  }
+  return times;
 }
 
 export async function runBoot(context: BenchContext): Promise<{ results: ResultRow[]; notes: string[] }> {
@@ -80,17 +104,20 @@ export async function runBoot(context: BenchContext): Promise<{ results: ResultR
 
   progress('boot: root reset');
   const sleeper = await host.boot({ layers: [shell.rootfs], argv: ['/bin/sleep', '600'] });
-  const resetSamples: number[] = [];
-  const resetLauncherUs: number[] = [];
-  for (let i = 0; i < (quick ? 200 : 1000); i++) {
-    const started = performance.now();
-    const { us } = await sleeper.resetRoot({ force: true });
-    resetSamples.push(performance.now() - started);
-    resetLauncherUs.push(us / 1000);
-  }
+  // As in the call loop: each reset finds the monitor idle, its next layer
+  // built while the previous call ran. Back to back, a reset also waits for
+  // the monitor to finish building the layer after the one before.
+  const spaced = await timeResets(sleeper, quick ? 200 : 1000, 1);
+  const backToBack = await timeResets(sleeper, quick ? 200 : 1000, 0);
   await sleeper.destroy();
-  results.push(summarize('boot', 'fnbox', 'reset', 'ms', resetSamples, 'round trip from the gateway'));
-  results.push(summarize('boot', 'fnbox', 'reset-in-launcher', 'ms', resetLauncherUs, 'time inside the monitor: new tmpfs+overlay, setns, pivot_root'));
+  const spacedConditions = 'round trip from the gateway, each reset 1 ms after the one before (a call\'s time)';
+  results.push(
+    summarize('boot', 'fnbox', 'reset', 'ms', spaced.roundTrip, spacedConditions),
+    summarize('boot', 'fnbox', 'reset-split-to-monitor', 'ms', spaced.toMonitor, 'of each reset above: the gateway writes the command, the monitor wakes'),
+    summarize('boot', 'fnbox', 'reset-in-launcher', 'ms', spaced.inLauncher, 'of each reset above: inside the monitor until its reply (attach the layer built ahead, pivot_root, detach the old root)'),
+    summarize('boot', 'fnbox', 'reset-split-back', 'ms', spaced.back, 'of each reset above: the reply reaches the gateway, which checks no process kept the old root'),
+    summarize('boot', 'fnbox', 'reset-back-to-back', 'ms', backToBack.roundTrip, 'round trip, each reset sent as soon as the one before returned (it waits for the monitor to build the next layer)'),
+  );
 
   // The ceiling of "every call writes a file" through HTTP at maxConcurrency
   // 4: the same resets with no call, no runtime and no HTTP around them.
