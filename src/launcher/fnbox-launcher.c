@@ -821,8 +821,8 @@ struct sandbox_handle {
 
 /* Detached copies of the sandbox's /proc and /dev trees, with the masks
  * and read-only submounts on them, for a layer about to become its root:
- * a reset then only attaches them (copying /proc's thirteen mounts and
- * /dev's is ~70 us). Copies, not moves, so that a process resolving
+ * a reset then only attaches them (copying /proc's nine mounts and /dev's
+ * seven is ~70 us). Copies, not moves, so that a process resolving
  * /dev/zero during the swap still finds it under the old root until
  * pivot_root switches it over. Runs in the sandbox's mount namespace. */
 static int clone_proc_and_dev(struct sandbox_handle *sb, struct layer *layer) {
