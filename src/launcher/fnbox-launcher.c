@@ -808,8 +808,13 @@ static void map_ids_and_attach(pid_t child) {
 /* An old layer holding at most this much is torn down after the reply. */
 #define RELEASE_AFTER_REPLY_BYTES (256 * 1024ULL)
 
+/* Processes held still for a swap (see hold_busy_sandbox). */
+#define MAX_HELD 64
+struct hold { int frozen; pid_t stopped[MAX_HELD]; int n_stopped; };
+
 struct sandbox_handle {
   pid_t init; int mnt_ns_fd; int host_mnt_fd;
+  struct hold hold;
   struct layer layer;
   /* The next reset's layer, built while the program runs a call: a reset
    * then only swaps (tmpfs + overlay creation is half of its cost). Not
@@ -855,19 +860,123 @@ static void release_layer(struct layer *layer) {
   }
 }
 
+/* Non-fatal: a kernel without cgroup.freeze (before 5.2) only loses the hold. */
+static int write_file_at(const char *dir, const char *name, const char *data) {
+  char path[PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) return -1;
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t len = (ssize_t)strlen(data), n = write(fd, data, (size_t)len);
+  close(fd);
+  return n == len ? 0 : -1;
+}
+
+static char process_state(pid_t pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;  /* gone */
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  char *name_end = strrchr(buf, ')');  /* the command name may hold anything */
+  return name_end && name_end[1] == ' ' ? name_end[2] : 'R';
+}
+
+static int wait_frozen(int deadline_ms) {
+  char path[PATH_MAX], buf[256];
+  snprintf(path, sizeof path, "%s/cgroup.events", cfg.cgroup2);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  long long until = now_us() + deadline_ms * 1000LL;
+  int frozen = 0;
+  while (!frozen && now_us() < until) {
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) break;
+    buf[n] = 0;
+    frozen = strstr(buf, "frozen 1") != NULL;
+    /* Polled, not waited for: the kernel posts the change from a worker,
+     * often a millisecond after the tasks stopped. */
+    struct timespec pause = { 0, 20000 };
+    if (!frozen) nanosleep(&pause, NULL);
+  }
+  close(fd);
+  return frozen ? 0 : -1;
+}
+
+/* A path lookup that began on the old root and is still under way when
+ * that root is detached finds its /dev and /proc gone: a lazy unmount
+ * unhashes the whole tree at once. (Copies, not moves, close the window
+ * before pivot_root; this one is after.) A process asleep in read, poll or
+ * wait has no lookup under way, and the usual sandbox between calls is an
+ * idle runtime and its init. Any process running or in uninterruptible
+ * sleep is held for the swap: the cgroup is frozen (every task stops at
+ * its next return to user space, after finishing what it was doing in the
+ * kernel), or, with no cgroup2 directory, those processes get SIGSTOP. */
+static void hold_busy_sandbox(struct hold *hold, pid_t init) {
+  hold->frozen = 0;
+  hold->n_stopped = 0;
+  const char *dir = cfg.cgroup2 ? cfg.cgroup2 : cfg.n_cgroup1 ? cfg.cgroup1[0] : NULL;
+  char path[PATH_MAX], list[4096];
+  if (!dir || (size_t)snprintf(path, sizeof path, "%s/cgroup.procs", dir) >= sizeof path) return;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t got = read(fd, list, sizeof list - 1);
+  close(fd);
+  if (got <= 0) return;
+  list[got] = 0;
+  /* The init only waits for children: it does no lookups after its setup. */
+  pid_t busy[MAX_HELD];
+  int n_busy = 0;
+  for (char *next = list, *end; n_busy < MAX_HELD; next = end) {
+    long pid = strtol(next, &end, 10);
+    if (end == next) break;
+    if (pid == init) continue;
+    char state = process_state((pid_t)pid);
+    if (state == 'R' || state == 'D') busy[n_busy++] = (pid_t)pid;
+  }
+  if (n_busy == 0) return;
+  STEP("hold_sandbox");
+  if (cfg.cgroup2 && write_file_at(cfg.cgroup2, "cgroup.freeze", "1") == 0) {
+    hold->frozen = 1;
+    (void)wait_frozen(100);  /* a task stuck in the kernel for longer is not in a lookup */
+    return;
+  }
+  for (int i = 0; i < n_busy; i++)
+    if (kill(busy[i], SIGSTOP) == 0) hold->stopped[hold->n_stopped++] = busy[i];
+  long long until = now_us() + 100000;
+  for (int i = 0; i < hold->n_stopped; i++) {
+    char state;
+    while ((state = process_state(hold->stopped[i])) && state != 'T' && state != 'Z' && now_us() < until) {
+      struct timespec pause = { 0, 20000 };
+      nanosleep(&pause, NULL);
+    }
+  }
+}
+
+static void release_sandbox(struct hold *hold) {
+  if (hold->frozen && write_file_at(cfg.cgroup2, "cgroup.freeze", "0") < 0) die(EXIT_MOUNT, "thaw %s", cfg.cgroup2);
+  for (int i = 0; i < hold->n_stopped; i++) kill(hold->stopped[i], SIGCONT);
+  hold->frozen = 0;
+  hold->n_stopped = 0;
+}
+
 static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer *fresh) {
   int saved = errno;
   /* Back home whatever happened, or the next reset resolves paths wrongly. */
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
+  release_sandbox(&sb->hold);
   release_layer(fresh);
   emit("{\"event\":\"reset\",\"ok\":false,\"step\":\"%s\",\"errno\":%d,\"message\":\"%s\"}", step, saved, strerror(saved));
   return -1;
 }
 
 /* Swap the running sandbox onto a fresh layer. Runs in the monitor: the
- * layer is built with host paths first, then we step into the sandbox's
- * mount namespace, attach it, bind /proc and /dev across, pivot, and detach
- * the old root. pivot_root moves every process whose root is the old root. */
+ * layer is built with host paths first (usually ahead), a busy sandbox is
+ * held still, then we step into the sandbox's mount namespace, attach the
+ * layer with its copies of /proc and /dev, pivot, and detach the old root.
+ * pivot_root moves every process whose root is the old root. */
 static int reset_root(struct sandbox_handle *sb) {
   long long started = now_us();
   struct layer fresh = { .tmpfs_fd = -1, .root_fd = -1, .proc_fd = -1, .dev_fd = -1 };
@@ -883,6 +992,8 @@ static int reset_root(struct sandbox_handle *sb) {
     sb->mnt_ns_fd = open(path, O_RDONLY | O_CLOEXEC);
     if (sb->mnt_ns_fd < 0) return reset_fail(sb, "open_mnt_ns", &fresh);
   }
+  /* Host pids and cgroup paths: before stepping into the sandbox. */
+  hold_busy_sandbox(&sb->hold, sb->init);
   if (setns(sb->mnt_ns_fd, CLONE_NEWNS) < 0) return reset_fail(sb, "setns", &fresh);
   if (clone_proc_and_dev(sb, &fresh) < 0) return reset_fail(sb, "copy_proc_dev", &fresh);
   /* The layer's overlay is the sandbox's root: its fd, held since the layer
@@ -928,6 +1039,7 @@ static int reset_root(struct sandbox_handle *sb) {
   }
   if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
+  release_sandbox(&sb->hold);
   /* The old overlay holds its own clone of the upper: the holder can go.
    * Its files are charged to the sandbox's memory until its tmpfs is gone,
    * and the next call's memory (its peak, its OOM margin) must not include
