@@ -913,7 +913,11 @@ static int wait_frozen(int deadline_ms) {
  * idle runtime and its init. Any process running or in uninterruptible
  * sleep is held for the swap: the cgroup is frozen (every task stops at
  * its next return to user space, after finishing what it was doing in the
- * kernel), or, with no cgroup2 directory, those processes get SIGSTOP. */
+ * kernel), or, with no cgroup2 directory, those processes get SIGSTOP.
+ * Freezing always would wake every sleeping thread (~0.3 ms a swap), so
+ * only main threads are looked at: a worker thread resolving a path during
+ * the ~0.1 ms swap (node's fs.promises from a timer between calls) can
+ * still meet the race; looking at every thread would cost ~10 us each. */
 static void hold_busy_sandbox(struct hold *hold, pid_t init) {
   hold->frozen = 0;
   hold->n_stopped = 0;
