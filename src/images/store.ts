@@ -26,7 +26,6 @@ const SYSTEM_PATH = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
 const MIRRORED_TOP_LINKS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
 /** The launcher's staging mount points for a root reset (fnbox-launcher.c). */
 const RESET_STAGING_DIRS = ['.fnbox-next', '.fnbox-old'];
-
 /** The mtime of the files the skeleton writes (seconds since the epoch; 1, as Nix does). */
 const SKELETON_TIME = 1;
 

@@ -767,12 +767,18 @@ static void sandbox_init(int root_fd) {
 
 /* ---------- 5. ids and cgroups, from the monitor ---------- */
 
-static void write_file(const char *path, const char *data) {
+static int try_write_file(const char *path, const char *data) {
   int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) die(EXIT_IDMAP, "open %s", path);
-  ssize_t len = (ssize_t)strlen(data);
-  if (write(fd, data, (size_t)len) != len) die(EXIT_IDMAP, "write %s", path);
+  if (fd < 0) return -1;
+  ssize_t len = (ssize_t)strlen(data), n = write(fd, data, (size_t)len);
+  int saved = errno;
   close(fd);
+  errno = saved;
+  return n == len ? 0 : -1;
+}
+
+static void write_file(const char *path, const char *data) {
+  if (try_write_file(path, data) < 0) die(EXIT_IDMAP, "write %s", path);
 }
 
 static void write_id_map(pid_t pid, const char *file, struct id_map *maps, int n) {
@@ -861,14 +867,20 @@ static void release_layer(struct layer *layer) {
 }
 
 /* Non-fatal: a kernel without cgroup.freeze (before 5.2) only loses the hold. */
-static int write_file_at(const char *dir, const char *name, const char *data) {
+static int set_frozen(const char *value) {
   char path[PATH_MAX];
-  if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) return -1;
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t len = (ssize_t)strlen(data), n = write(fd, data, (size_t)len);
-  close(fd);
-  return n == len ? 0 : -1;
+  if ((size_t)snprintf(path, sizeof path, "%s/cgroup.freeze", cfg.cgroup2) >= sizeof path) return -1;
+  return try_write_file(path, value);
+}
+
+static void pause_20us(void) {
+  struct timespec pause = { 0, 20000 };
+  nanosleep(&pause, NULL);
+}
+
+/* Running, or asleep where no signal reaches: maybe inside a path lookup. */
+static int maybe_in_kernel(char state) {
+  return state == 'R' || state == 'D';
 }
 
 static char process_state(pid_t pid) {
@@ -884,11 +896,11 @@ static char process_state(pid_t pid) {
   return name_end && name_end[1] == ' ' ? name_end[2] : 'R';
 }
 
-static int wait_frozen(int deadline_ms) {
+static void wait_frozen(int deadline_ms) {
   char path[PATH_MAX], buf[256];
   snprintf(path, sizeof path, "%s/cgroup.events", cfg.cgroup2);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
+  if (fd < 0) return;
   long long until = now_us() + deadline_ms * 1000LL;
   int frozen = 0;
   while (!frozen && now_us() < until) {
@@ -898,11 +910,9 @@ static int wait_frozen(int deadline_ms) {
     frozen = strstr(buf, "frozen 1") != NULL;
     /* Polled, not waited for: the kernel posts the change from a worker,
      * often a millisecond after the tasks stopped. */
-    struct timespec pause = { 0, 20000 };
-    if (!frozen) nanosleep(&pause, NULL);
+    if (!frozen) pause_20us();
   }
   close(fd);
-  return frozen ? 0 : -1;
 }
 
 /* A path lookup that began on the old root and is still under way when
@@ -937,26 +947,22 @@ static void hold_busy_sandbox(struct hold *hold, pid_t init) {
     long pid = strtol(next, &end, 10);
     if (end == next) break;
     if (pid == init) continue;
-    char state = process_state((pid_t)pid);
-    if (state == 'R' || state == 'D') busy[n_busy++] = (pid_t)pid;
+    if (maybe_in_kernel(process_state((pid_t)pid))) busy[n_busy++] = (pid_t)pid;
   }
   /* A runtime that just answered a call is often still on its way back to
    * sleep: give it ~0.1 ms before freezing (which costs ~0.3 ms). */
   for (int round = 0; n_busy > 0 && round < 5; round++) {
-    struct timespec pause = { 0, 20000 };
-    nanosleep(&pause, NULL);
+    pause_20us();
     int still = 0;
-    for (int i = 0; i < n_busy; i++) {
-      char state = process_state(busy[i]);
-      if (state == 'R' || state == 'D') busy[still++] = busy[i];
-    }
+    for (int i = 0; i < n_busy; i++)
+      if (maybe_in_kernel(process_state(busy[i]))) busy[still++] = busy[i];
     n_busy = still;
   }
   if (n_busy == 0) return;
   STEP("hold_sandbox");
-  if (cfg.cgroup2 && write_file_at(cfg.cgroup2, "cgroup.freeze", "1") == 0) {
+  if (cfg.cgroup2 && set_frozen("1") == 0) {
     hold->frozen = 1;
-    (void)wait_frozen(100);  /* a task stuck in the kernel for longer is not in a lookup */
+    wait_frozen(100);  /* a task stuck in the kernel for longer is not in a lookup */
     return;
   }
   for (int i = 0; i < n_busy; i++)
@@ -964,15 +970,13 @@ static void hold_busy_sandbox(struct hold *hold, pid_t init) {
   long long until = now_us() + 100000;
   for (int i = 0; i < hold->n_stopped; i++) {
     char state;
-    while ((state = process_state(hold->stopped[i])) && state != 'T' && state != 'Z' && now_us() < until) {
-      struct timespec pause = { 0, 20000 };
-      nanosleep(&pause, NULL);
-    }
+    while ((state = process_state(hold->stopped[i])) && state != 'T' && state != 'Z' && now_us() < until)
+      pause_20us();
   }
 }
 
 static void release_sandbox(struct hold *hold) {
-  if (hold->frozen && write_file_at(cfg.cgroup2, "cgroup.freeze", "0") < 0) die(EXIT_MOUNT, "thaw %s", cfg.cgroup2);
+  if (hold->frozen && set_frozen("0") < 0) die(EXIT_MOUNT, "thaw %s", cfg.cgroup2);
   for (int i = 0; i < hold->n_stopped; i++) kill(hold->stopped[i], SIGCONT);
   hold->frozen = 0;
   hold->n_stopped = 0;
