@@ -814,9 +814,15 @@ static void map_ids_and_attach(pid_t child) {
 /* An old layer holding at most this much is torn down after the reply. */
 #define RELEASE_AFTER_REPLY_BYTES (256 * 1024ULL)
 
-/* Processes held still for a swap (see hold_busy_sandbox). */
+/* What a swap knows of the sandbox's processes. The swap reads these from
+ * inside the sandbox's mount namespace, where host paths do not resolve:
+ * the files are opened once, at the first swap, from the host's. */
 #define MAX_HELD 64
-struct hold { int frozen; pid_t stopped[MAX_HELD]; int n_stopped; };
+struct hold {
+  int opened, procs_fd, proc_dir_fd, freeze_fd, events_fd;
+  pid_t before[MAX_HELD]; int n_before;   /* its processes just before the swap, init aside */
+  int frozen; pid_t stopped[MAX_HELD]; int n_stopped;
+};
 
 struct sandbox_handle {
   pid_t init; int mnt_ns_fd; int host_mnt_fd;
@@ -866,11 +872,39 @@ static void release_layer(struct layer *layer) {
   }
 }
 
-/* Non-fatal: a kernel without cgroup.freeze (before 5.2) only loses the hold. */
-static int set_frozen(const char *value) {
+static void open_hold_files(struct hold *hold) {
+  if (hold->opened) return;
+  hold->opened = 1;
+  hold->procs_fd = hold->proc_dir_fd = hold->freeze_fd = hold->events_fd = -1;
+  const char *dir = cfg.cgroup2 ? cfg.cgroup2 : cfg.n_cgroup1 ? cfg.cgroup1[0] : NULL;
   char path[PATH_MAX];
-  if ((size_t)snprintf(path, sizeof path, "%s/cgroup.freeze", cfg.cgroup2) >= sizeof path) return -1;
-  return try_write_file(path, value);
+  if (dir && (size_t)snprintf(path, sizeof path, "%s/cgroup.procs", dir) < sizeof path)
+    hold->procs_fd = open(path, O_RDONLY | O_CLOEXEC);
+  hold->proc_dir_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  /* Optional: a kernel without cgroup.freeze (before 5.2) only loses the freezing. */
+  if (cfg.cgroup2 && (size_t)snprintf(path, sizeof path, "%s/cgroup.freeze", cfg.cgroup2) < sizeof path)
+    hold->freeze_fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (cfg.cgroup2 && (size_t)snprintf(path, sizeof path, "%s/cgroup.events", cfg.cgroup2) < sizeof path)
+    hold->events_fd = open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* The sandbox's processes (main threads) but its init, up to `max`. */
+static int read_pids(struct hold *hold, pid_t init, pid_t *pids, int max) {
+  char list[4096];
+  ssize_t got = hold->procs_fd >= 0 ? pread(hold->procs_fd, list, sizeof list - 1, 0) : -1;
+  if (got <= 0) return 0;
+  list[got] = 0;
+  int n = 0;
+  for (char *next = list, *end; n < max; next = end) {
+    long pid = strtol(next, &end, 10);
+    if (end == next) break;
+    if (pid != init) pids[n++] = (pid_t)pid;
+  }
+  return n;
+}
+
+static int set_frozen(struct hold *hold, const char *value) {
+  return hold->freeze_fd >= 0 && pwrite(hold->freeze_fd, value, 1, 0) == 1 ? 0 : -1;
 }
 
 static void pause_20us(void) {
@@ -883,10 +917,10 @@ static int maybe_in_kernel(char state) {
   return state == 'R' || state == 'D';
 }
 
-static char process_state(pid_t pid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+static char process_state(struct hold *hold, pid_t pid) {
+  char path[32], buf[512];
+  snprintf(path, sizeof path, "%d/stat", pid);
+  int fd = openat(hold->proc_dir_fd, path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;  /* gone */
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
@@ -896,15 +930,12 @@ static char process_state(pid_t pid) {
   return name_end && name_end[1] == ' ' ? name_end[2] : 'R';
 }
 
-static void wait_frozen(int deadline_ms) {
-  char path[PATH_MAX], buf[256];
-  snprintf(path, sizeof path, "%s/cgroup.events", cfg.cgroup2);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
+static void wait_frozen(struct hold *hold, int deadline_ms) {
+  char buf[256];
   long long until = now_us() + deadline_ms * 1000LL;
   int frozen = 0;
-  while (!frozen && now_us() < until) {
-    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  while (hold->events_fd >= 0 && !frozen && now_us() < until) {
+    ssize_t n = pread(hold->events_fd, buf, sizeof buf - 1, 0);
     if (n <= 0) break;
     buf[n] = 0;
     frozen = strstr(buf, "frozen 1") != NULL;
@@ -912,7 +943,6 @@ static void wait_frozen(int deadline_ms) {
      * often a millisecond after the tasks stopped. */
     if (!frozen) pause_20us();
   }
-  close(fd);
 }
 
 /* A path lookup that began on the old root and is still under way when
@@ -924,45 +954,35 @@ static void wait_frozen(int deadline_ms) {
  * sleep is held for the swap: the cgroup is frozen (every task stops at
  * its next return to user space, after finishing what it was doing in the
  * kernel), or, with no cgroup2 directory, those processes get SIGSTOP.
- * Freezing always would wake every sleeping thread (~0.3 ms a swap), so
- * only main threads are looked at: a worker thread resolving a path during
- * the ~0.1 ms swap (node's fs.promises from a timer between calls) can
- * still meet the race; looking at every thread would cost ~10 us each. */
+ * Looked at as late as possible, just before pivot_root. Freezing always
+ * would wake every sleeping thread (~0.3 ms a swap), so only main threads
+ * are looked at: a worker thread
+ * resolving a path during the ~0.1 ms swap (node's fs.promises from a
+ * timer between calls) can still meet the race; looking at every thread
+ * would cost ~10 us each. */
 static void hold_busy_sandbox(struct hold *hold, pid_t init) {
   hold->frozen = 0;
   hold->n_stopped = 0;
-  const char *dir = cfg.cgroup2 ? cfg.cgroup2 : cfg.n_cgroup1 ? cfg.cgroup1[0] : NULL;
-  char path[PATH_MAX], list[4096];
-  if (!dir || (size_t)snprintf(path, sizeof path, "%s/cgroup.procs", dir) >= sizeof path) return;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ssize_t got = read(fd, list, sizeof list - 1);
-  close(fd);
-  if (got <= 0) return;
-  list[got] = 0;
-  /* The init only waits for children: it does no lookups after its setup. */
+  hold->n_before = read_pids(hold, init, hold->before, MAX_HELD);
   pid_t busy[MAX_HELD];
   int n_busy = 0;
-  for (char *next = list, *end; n_busy < MAX_HELD; next = end) {
-    long pid = strtol(next, &end, 10);
-    if (end == next) break;
-    if (pid == init) continue;
-    if (maybe_in_kernel(process_state((pid_t)pid))) busy[n_busy++] = (pid_t)pid;
-  }
-  /* A runtime that just answered a call is often still on its way back to
-   * sleep: give it ~0.1 ms before freezing (which costs ~0.3 ms). */
+  /* The init only waits for children: it does no lookups after its setup. */
+  for (int i = 0; i < hold->n_before; i++)
+    if (maybe_in_kernel(process_state(hold, hold->before[i]))) busy[n_busy++] = hold->before[i];
+  /* A runtime that just answered a call, or was just handed one, is often
+   * on its way back to sleep: give it ~0.1 ms before freezing (~0.3 ms). */
   for (int round = 0; n_busy > 0 && round < 5; round++) {
     pause_20us();
     int still = 0;
     for (int i = 0; i < n_busy; i++)
-      if (maybe_in_kernel(process_state(busy[i]))) busy[still++] = busy[i];
+      if (maybe_in_kernel(process_state(hold, busy[i]))) busy[still++] = busy[i];
     n_busy = still;
   }
   if (n_busy == 0) return;
   STEP("hold_sandbox");
-  if (cfg.cgroup2 && set_frozen("1") == 0) {
+  if (set_frozen(hold, "1") == 0) {
     hold->frozen = 1;
-    wait_frozen(100);  /* a task stuck in the kernel for longer is not in a lookup */
+    wait_frozen(hold, 100);  /* a task stuck in the kernel for longer is not in a lookup */
     return;
   }
   for (int i = 0; i < n_busy; i++)
@@ -970,16 +990,36 @@ static void hold_busy_sandbox(struct hold *hold, pid_t init) {
   long long until = now_us() + 100000;
   for (int i = 0; i < hold->n_stopped; i++) {
     char state;
-    while ((state = process_state(hold->stopped[i])) && state != 'T' && state != 'Z' && now_us() < until)
+    while ((state = process_state(hold, hold->stopped[i])) && state != 'T' && state != 'Z' && now_us() < until)
       pause_20us();
   }
 }
 
 static void release_sandbox(struct hold *hold) {
-  if (hold->frozen && set_frozen("0") < 0) die(EXIT_MOUNT, "thaw %s", cfg.cgroup2);
+  if (hold->frozen && set_frozen(hold, "0") < 0) die(EXIT_MOUNT, "thaw %s", cfg.cgroup2);
   for (int i = 0; i < hold->n_stopped; i++) kill(hold->stopped[i], SIGCONT);
   hold->frozen = 0;
   hold->n_stopped = 0;
+}
+
+/* pivot_root moves every process whose root is the old root, but a child
+ * forked during the swap copies its parent's root after that walk and keeps
+ * the old one: it would see the previous call's files. Only a process that
+ * was not there before the swap can be one; any such process on another
+ * root is killed before the swap is reported. Returns how many. */
+static int kill_stale_roots(struct hold *hold, pid_t init, dev_t root_dev) {
+  pid_t now[MAX_HELD];
+  int n_now = read_pids(hold, init, now, MAX_HELD), killed = 0;
+  for (int i = 0; i < n_now; i++) {
+    int known = 0;
+    for (int j = 0; j < hold->n_before && !known; j++) known = now[i] == hold->before[j];
+    if (known) continue;
+    char path[32];
+    struct stat st;
+    snprintf(path, sizeof path, "%d/root", now[i]);
+    if (fstatat(hold->proc_dir_fd, path, &st, 0) == 0 && st.st_dev != root_dev && kill(now[i], SIGKILL) == 0) killed++;
+  }
+  return killed;
 }
 
 static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer *fresh) {
@@ -993,9 +1033,9 @@ static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer 
 }
 
 /* Swap the running sandbox onto a fresh layer. Runs in the monitor: the
- * layer is built with host paths first (usually ahead), a busy sandbox is
- * held still, then we step into the sandbox's mount namespace, attach the
- * layer with its copies of /proc and /dev, pivot, and detach the old root.
+ * layer is built with host paths first (usually ahead), then we step into
+ * the sandbox's mount namespace, attach the layer with its copies of /proc
+ * and /dev, hold a busy sandbox still, pivot, and detach the old root.
  * pivot_root moves every process whose root is the old root. */
 static int reset_root(struct sandbox_handle *sb) {
   long long started = now_us();
@@ -1012,8 +1052,9 @@ static int reset_root(struct sandbox_handle *sb) {
     sb->mnt_ns_fd = open(path, O_RDONLY | O_CLOEXEC);
     if (sb->mnt_ns_fd < 0) return reset_fail(sb, "open_mnt_ns", &fresh);
   }
-  /* Host pids and cgroup paths: before stepping into the sandbox. */
-  hold_busy_sandbox(&sb->hold, sb->init);
+  open_hold_files(&sb->hold);
+  struct stat root;  /* its device tells processes on it from stale ones */
+  if (fstat(fresh.root_fd, &root) < 0) return reset_fail(sb, "stat_new_root", &fresh);
   if (setns(sb->mnt_ns_fd, CLONE_NEWNS) < 0) return reset_fail(sb, "setns", &fresh);
   if (clone_proc_and_dev(sb, &fresh) < 0) return reset_fail(sb, "copy_proc_dev", &fresh);
   /* The layer's overlay is the sandbox's root: its fd, held since the layer
@@ -1048,6 +1089,7 @@ static int reset_root(struct sandbox_handle *sb) {
     old_tmpfs_home = open("/.fnbox-old", how);
     if (old_tmpfs_home < 0 && errno == ENOENT && mkdir("/.fnbox-old", 0700) == 0) old_tmpfs_home = open("/.fnbox-old", how);
   }
+  hold_busy_sandbox(&sb->hold, sb->init);
   if (syscall(SYS_pivot_root, ".", ".") < 0) {
     if (old_tmpfs_home >= 0) close(old_tmpfs_home);
     return reset_fail(sb, "pivot_root", &fresh);
@@ -1057,6 +1099,7 @@ static int reset_root(struct sandbox_handle *sb) {
     (void)syscall(SYS_move_mount, sb->layer.tmpfs_fd, "", old_tmpfs_home, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
     close(old_tmpfs_home);
   }
+  int stale = kill_stale_roots(&sb->hold, sb->init, root.st_dev);
   if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
   release_sandbox(&sb->hold);
@@ -1076,7 +1119,7 @@ static int reset_root(struct sandbox_handle *sb) {
   int small = fstatfs(old.tmpfs_fd, &usage) == 0 &&
               (unsigned long long)(usage.f_blocks - usage.f_bfree) * (unsigned long long)usage.f_bsize <= RELEASE_AFTER_REPLY_BYTES;
   if (!small) release_layer(&old);
-  emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"t0\":%lld,\"us\":%lld}", sb->layer.tmpfs_fd, started, now_us() - started);
+  emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"stale\":%d,\"t0\":%lld,\"us\":%lld}", fresh.tmpfs_fd, stale, started, now_us() - started);
   if (small) release_layer(&old);
   return 0;
 }
@@ -1282,6 +1325,9 @@ static int run_monitor(int argc, char **argv) {
   booting_fd = -1;
 
   STEP("monitor");
+  /* A swap's 20 us pauses would otherwise sleep the default 50 us slack
+   * more. Set after the clone: the sandbox keeps the default. */
+  (void)prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
   int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
   if (pidfd < 0) die(EXIT_INIT, "pidfd_open");
   /* The init writes the program's status to the exit pipe before it exits

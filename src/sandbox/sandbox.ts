@@ -1,6 +1,6 @@
 // One live sandbox: boot, per-call root reset, stats, kill, destroy. Knows
 // nothing about functions or HTTP; the runtime layer builds on it.
-import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
 import type { CallMeter, CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
@@ -25,6 +25,8 @@ export interface ResetResult {
   us: number;
   /** When the monitor began the swap, CLOCK_MONOTONIC in µs (`process.hrtime`'s clock); 0 when skipped. */
   startedUs: number;
+  /** Processes forked during the swap that kept the old root, killed by the monitor. */
+  staleKilled: number;
 }
 
 const EMPTY_TMPFS_DIR_SIZE = 40;
@@ -167,7 +169,7 @@ export class Sandbox {
    */
   async resetRoot(options: { force?: boolean } = {}): Promise<ResetResult> {
     if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
-    if (!options.force && !this.isDirty()) return { skipped: true, us: 0, startedUs: 0 };
+    if (!options.force && !this.isDirty()) return { skipped: true, us: 0, startedUs: 0, staleKilled: 0 };
     return this.swapRoot('reset\n', 'root reset');
   }
 
@@ -197,35 +199,7 @@ export class Sandbox {
       throw new FnboxError('SandboxError', `sandbox ${this.id}: ${what} failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
     }
     this.upperFd = event.upper_fd;
-    await this.killStaleRoots();
-    return { skipped: false, us: event.us, startedUs: event.t0 };
-  }
-
-  /**
-   * pivot_root moves every process whose root is the old root, but a child
-   * forked during the swap copies the old root after that walk and keeps
-   * it: it would see the previous call's files. Such a process (never the
-   * runtime, which is idle between calls) is killed.
-   */
-  private async killStaleRoots(): Promise<void> {
-    const pids = this.meter.processes();
-    // The usual case: only the init and the program, which pivot_root moved.
-    if (pids.every((pid) => pid === this.initPid || pid === this.pid)) return;
-    let expected: number;
-    try {
-      expected = statSync(`/proc/${this.initPid}/root`).dev;
-    } catch {
-      return;
-    }
-    const stale = pids.filter((pid) => {
-      try {
-        return statSync(`/proc/${pid}/root`).dev !== expected;
-      } catch {
-        return false; // exited meanwhile
-      }
-    });
-    // Gone once its root no longer resolves (a zombie has none).
-    await killAndAwait(stale, () => stale.some((pid) => existsSync(`/proc/${pid}/root`)));
+    return { skipped: false, us: event.us, startedUs: event.t0, staleKilled: event.stale };
   }
 
   usage(): CgroupUsage {

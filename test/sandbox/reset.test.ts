@@ -206,7 +206,7 @@ describe('resetRoot', () => {
     const sandbox = await host.boot({ layers: [image('shell').rootfs], argv: ['/bin/sleep', '30'] });
     try {
       expect(sandbox.isDirty()).toBe(false);
-      expect(await sandbox.resetRoot()).toEqual({ skipped: true, us: 0, startedUs: 0 });
+      expect(await sandbox.resetRoot()).toEqual({ skipped: true, us: 0, startedUs: 0, staleKilled: 0 });
     } finally {
       await sandbox.destroy();
     }
