@@ -1,9 +1,33 @@
 // The invocation channel as seen from inside a sandbox (node and exec
 // runtimes): fd 3, frames of u32 BE header length, u32 BE body length,
 // JSON header, raw body. The host side is src/runtime/protocol.ts.
+import { readSync } from 'node:fs';
 import net from 'node:net';
 
 export const channel = new net.Socket({ fd: 3, readable: true, writable: true });
+
+// fd 4, the gate: the sandbox's monitor writes a byte to it each time it has
+// given this process a fresh root. A call may be sent while the previous
+// call's root is still being swapped; its header says how many swaps must
+// have been announced before it runs ("gate").
+const GATE_FD = 4;
+const gateBytes = Buffer.alloc(64);
+let swapsSeen = 0;
+
+/** Blocks until `swaps` root swaps were announced: nothing else should run before the call's root is there. */
+function passGate(swaps) {
+  while (swapsSeen < swaps) {
+    let got;
+    try {
+      got = readSync(GATE_FD, gateBytes, 0, Math.min(gateBytes.length, swaps - swapsSeen), null);
+    } catch (error) {
+      if (error.code === 'EINTR' || error.code === 'EAGAIN') continue;
+      throw error;
+    }
+    if (got === 0) process.exit(0); // the monitor is gone, and the sandbox with it
+    swapsSeen += got;
+  }
+}
 
 /** Small frames go out as one buffer: one write beats three. */
 export function send(header, body) {
@@ -46,7 +70,10 @@ export function serve(handle) {
       const body = data.subarray(8 + headerLength, total);
       chunks = total < data.length ? [data.subarray(total)] : [];
       buffered -= total;
-      queue = queue.then(() => handle(header, body));
+      queue = queue.then(() => {
+        if (header.gate > swapsSeen) passGate(header.gate);
+        return handle(header, body);
+      });
     }
   });
   channel.on('end', () => process.exit(0));

@@ -54,6 +54,23 @@ def send(header, body=b""):
         channel.sendall(body)
 
 
+# fd 4, the gate: the sandbox's monitor writes a byte to it each time it has
+# given this process a fresh root. A call may be sent while the previous
+# call's root is still being swapped; its header says how many swaps must
+# have been announced before it runs ("gate").
+GATE_FD = 4
+swaps_seen = 0
+
+
+def pass_gate(swaps):
+    global swaps_seen
+    while swaps_seen < swaps:
+        got = os.read(GATE_FD, min(64, swaps - swaps_seen))
+        if not got:
+            sys.exit(0)  # the monitor is gone, and the sandbox with it
+        swaps_seen += len(got)
+
+
 def recv_exact(n):
     chunks = []
     while n:
@@ -264,6 +281,8 @@ def main():
         frame = read_frame()
         if frame is None:
             return  # the host closed the channel: stop
+        if frame[0].get("gate", 0) > swaps_seen:
+            pass_gate(frame[0]["gate"])
         handle(fn, *frame)
 
 

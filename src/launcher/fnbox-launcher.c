@@ -21,7 +21,7 @@
  *     4. clone3 into new user/pid/mnt/net/ipc/uts namespaces (and the v2 cgroup)
  *     5. write uid/gid maps, attach v1 cgroups, release the child
  *     6. report "started", then serve reset (and adopt) commands until the
- *        child exits
+ *        child exits; each swap is announced on the program's gate
  *   child = PID 1 of the sandbox (sandbox_init)
  *     7. unshare the cgroup namespace (the cgroups are joined by now)
  *     8. attach the root layer (still host uid 0 for path access)
@@ -148,6 +148,7 @@ struct config {
   const char *connect_path;   /* the gateway's unix socket */
   const char *id;             /* names our connections to the gateway */
   int channel_fd;             /* the program's fd for its channel, 0 = none */
+  int gate_fd;                /* the program's fd where each swap is announced, 0 = none */
   int capture_logs;           /* program's stdout/stderr to the gateway */
   const char *lowers[MAX_LIST]; int n_lowers;   /* topmost first */
   int lower_fds[MAX_LIST];                      /* the same, opened once (O_PATH) */
@@ -278,6 +279,7 @@ static void parse_args(int argc, char **argv) {
     else if (strcmp(a, "--connect") == 0) cfg.connect_path = NEXT();
     else if (strcmp(a, "--id") == 0) cfg.id = NEXT();
     else if (strcmp(a, "--channel-fd") == 0) cfg.channel_fd = (int)parse_num(a, NEXT());
+    else if (strcmp(a, "--gate-fd") == 0) cfg.gate_fd = (int)parse_num(a, NEXT());
     else if (strcmp(a, "--capture-logs") == 0) cfg.capture_logs = 1;
     else if (strcmp(a, "--lower") == 0) PUSH(cfg.lowers, cfg.n_lowers, NEXT());
     else if (strcmp(a, "--upper-size") == 0) cfg.upper_size = parse_num(a, NEXT());
@@ -327,6 +329,8 @@ static void parse_args(int argc, char **argv) {
   if ((cfg.channel_fd || cfg.capture_logs) && !cfg.connect_path) die(EXIT_ARGS, "--channel-fd and --capture-logs need --connect");
   if (cfg.connect_path && !cfg.id) die(EXIT_ARGS, "--connect needs --id");
   if (cfg.channel_fd && (cfg.channel_fd < 3 || cfg.channel_fd >= 64)) die(EXIT_ARGS, "--channel-fd must be 3..63");
+  if (cfg.gate_fd && (!cfg.channel_fd || cfg.gate_fd == cfg.channel_fd || cfg.gate_fd < 3 || cfg.gate_fd >= 64))
+    die(EXIT_ARGS, "--gate-fd must be 3..63, other than --channel-fd, which it needs");
   errno = 0;
 #undef NEXT
 #undef PUSH
@@ -811,6 +815,16 @@ static void map_ids_and_attach(pid_t child) {
 
 /* ---------- 6. per-call root reset (DESIGN.md §2) ---------- */
 
+/* Write end of the program's gate: one byte per root swap, so that a call
+ * sent while its swap is under way waits in the runtime, not in a round
+ * trip through the gateway. Non-blocking: a program that never reads its
+ * gate cannot stall us, it only waits on itself. */
+static int gate_write_fd = -1;
+
+static void announce_swap(void) {
+  if (gate_write_fd >= 0) (void)!write(gate_write_fd, "s", 1);
+}
+
 /* An old layer holding at most this much is torn down after the reply. */
 #define RELEASE_AFTER_REPLY_BYTES (256 * 1024ULL)
 
@@ -950,13 +964,14 @@ static void wait_frozen(struct hold *hold, int deadline_ms) {
  * unhashes the whole tree at once. (Copies, not moves, close the window
  * before pivot_root; this one is after.) A process asleep in read, poll or
  * wait has no lookup under way, and the usual sandbox between calls is an
- * idle runtime and its init. Any process running or in uninterruptible
- * sleep is held for the swap: the cgroup is frozen (every task stops at
- * its next return to user space, after finishing what it was doing in the
- * kernel), or, with no cgroup2 directory, those processes get SIGSTOP.
- * Looked at as late as possible, just before pivot_root. Freezing always
- * would wake every sleeping thread (~0.3 ms a swap), so only main threads
- * are looked at: a worker thread
+ * idle runtime (or one waiting at its gate for this very swap) and its
+ * init. Any process running or in uninterruptible sleep is held for the
+ * swap: the cgroup is frozen (every task stops at its next return to user
+ * space, after finishing what it was doing in the kernel), or, with no
+ * cgroup2 directory, those processes get SIGSTOP. Looked at as late as
+ * possible, just before pivot_root, so a runtime handed its next call has
+ * time to reach its gate. Freezing always would wake every sleeping thread
+ * (~0.3 ms a swap), so only main threads are looked at: a worker thread
  * resolving a path during the ~0.1 ms swap (node's fs.promises from a
  * timer between calls) can still meet the race; looking at every thread
  * would cost ~10 us each. */
@@ -1006,7 +1021,7 @@ static void release_sandbox(struct hold *hold) {
  * forked during the swap copies its parent's root after that walk and keeps
  * the old one: it would see the previous call's files. Only a process that
  * was not there before the swap can be one; any such process on another
- * root is killed before the swap is reported. Returns how many. */
+ * root is killed before the swap is announced. Returns how many. */
 static int kill_stale_roots(struct hold *hold, pid_t init, dev_t root_dev) {
   pid_t now[MAX_HELD];
   int n_now = read_pids(hold, init, now, MAX_HELD), killed = 0;
@@ -1020,6 +1035,12 @@ static int kill_stale_roots(struct hold *hold, pid_t init, dev_t root_dev) {
     if (fstatat(hold->proc_dir_fd, path, &st, 0) == 0 && st.st_dev != root_dev && kill(now[i], SIGKILL) == 0) killed++;
   }
   return killed;
+}
+
+/* The program first (its next call may be waiting at the gate), then the gateway. */
+static void report_swap(int upper_fd, int stale, long long started) {
+  announce_swap();
+  emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"stale\":%d,\"t0\":%lld,\"us\":%lld}", upper_fd, stale, started, now_us() - started);
 }
 
 static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer *fresh) {
@@ -1036,7 +1057,8 @@ static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer 
  * layer is built with host paths first (usually ahead), then we step into
  * the sandbox's mount namespace, attach the layer with its copies of /proc
  * and /dev, hold a busy sandbox still, pivot, and detach the old root.
- * pivot_root moves every process whose root is the old root. */
+ * pivot_root moves every process whose root is the old root. The swap is
+ * announced on the program's gate, then reported to the gateway. */
 static int reset_root(struct sandbox_handle *sb) {
   long long started = now_us();
   struct layer fresh = { .tmpfs_fd = -1, .root_fd = -1, .proc_fd = -1, .dev_fd = -1 };
@@ -1089,6 +1111,18 @@ static int reset_root(struct sandbox_handle *sb) {
     old_tmpfs_home = open("/.fnbox-old", how);
     if (old_tmpfs_home < 0 && errno == ENOENT && mkdir("/.fnbox-old", 0700) == 0) old_tmpfs_home = open("/.fnbox-old", how);
   }
+  /* The old layer's files are charged to the sandbox's memory until its
+   * tmpfs is gone, and the next call's memory (its peak, its OOM margin)
+   * must not include them: a layer holding more than a little goes before
+   * the swap is announced. Deleting them first frees nothing (the old
+   * overlay still holds their inodes); truncating them would SIGBUS a
+   * process that still maps one. A small one (most calls write a file or
+   * two) goes after the reply: tearing an overlay and its tmpfs down is
+   * ~50 us of CPU, and at worst the next call's peak counts 256 KiB that
+   * were not its own. */
+  struct statfs usage;
+  int small = fstatfs(sb->layer.tmpfs_fd, &usage) == 0 &&
+              (unsigned long long)(usage.f_blocks - usage.f_bfree) * (unsigned long long)usage.f_bsize <= RELEASE_AFTER_REPLY_BYTES;
   hold_busy_sandbox(&sb->hold, sb->init);
   if (syscall(SYS_pivot_root, ".", ".") < 0) {
     if (old_tmpfs_home >= 0) close(old_tmpfs_home);
@@ -1100,26 +1134,25 @@ static int reset_root(struct sandbox_handle *sb) {
     close(old_tmpfs_home);
   }
   int stale = kill_stale_roots(&sb->hold, sb->init, root.st_dev);
-  if (umount2(".", MNT_DETACH) < 0) return reset_fail(sb, "detach_old_root", &fresh);
+  /* Usually the program may start its next call now, before the old root
+   * is detached (~0.1 ms, an RCU grace period): nobody runs on the old root
+   * (pivot_root moved them all, stale ones are dying), no lookup was under
+   * way on it as it was swapped out (every process was asleep, or we would
+   * be holding one), and lookups from the new root never enter the old one
+   * stacked on top of it. Otherwise: once it is gone. */
+  int early = small && !sb->hold.frozen && sb->hold.n_stopped == 0;
+  if (early) report_swap(fresh.tmpfs_fd, stale, started);
+  if (umount2(".", MNT_DETACH) < 0) {
+    if (early) die(EXIT_MOUNT, "detach the old root after the swap was announced");
+    return reset_fail(sb, "detach_old_root", &fresh);
+  }
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
   release_sandbox(&sb->hold);
-  /* The old overlay holds its own clone of the upper: the holder can go.
-   * Its files are charged to the sandbox's memory until its tmpfs is gone,
-   * and the next call's memory (its peak, its OOM margin) must not include
-   * them, so a layer holding more than a little goes before the reply.
-   * Deleting them first frees nothing (the old overlay still holds their
-   * inodes); truncating them would SIGBUS a process that still maps one.
-   * A small one (most calls write a file or two) goes just after it:
-   * tearing an overlay and its tmpfs down is ~50 us, the gateway needs
-   * longer than that to hear the reply and send the next call, and at
-   * worst that call's peak counts 256 KiB that were not its own. */
+  /* The old overlay holds its own clone of the upper: the holder can go. */
   struct layer old = sb->layer;
   sb->layer = fresh;
-  struct statfs usage;
-  int small = fstatfs(old.tmpfs_fd, &usage) == 0 &&
-              (unsigned long long)(usage.f_blocks - usage.f_bfree) * (unsigned long long)usage.f_bsize <= RELEASE_AFTER_REPLY_BYTES;
   if (!small) release_layer(&old);
-  emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"stale\":%d,\"t0\":%lld,\"us\":%lld}", fresh.tmpfs_fd, stale, started, now_us() - started);
+  if (!early) report_swap(fresh.tmpfs_fd, stale, started);
   if (small) release_layer(&old);
   return 0;
 }
@@ -1186,7 +1219,7 @@ static void push_pass(int host_fd, int child_fd) {
   cfg.n_passes++;
 }
 
-/* Decide which host fd becomes the program's 0, 1, 2 and channel. */
+/* Decide which host fd becomes the program's 0, 1, 2, channel and gate. */
 static void open_streams(void) {
   if (!cfg.connect_path) return;  /* one-shot: the program inherits our stdio */
   int control = connect_role("control");
@@ -1199,6 +1232,14 @@ static void open_streams(void) {
   push_pass(log_fd, 1);
   push_pass(log_fd, 2);
   if (cfg.channel_fd) push_pass(connect_role("channel"), cfg.channel_fd);
+  if (cfg.gate_fd) {
+    STEP("gate_pipe");
+    int gate[2];
+    if (pipe2(gate, O_CLOEXEC) < 0) die(EXIT_ARGS, "pipe2 for the gate");
+    if (fcntl(gate[1], F_SETFL, O_NONBLOCK) < 0) die(EXIT_ARGS, "gate write end non-blocking");
+    push_pass(gate[0], cfg.gate_fd);
+    gate_write_fd = gate[1];
+  }
 }
 
 /* ---------- the monitor ---------- */

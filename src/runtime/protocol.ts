@@ -21,6 +21,12 @@ export interface InvokeHeader {
   method: string;
   url: string;
   headers: Pairs;
+  /**
+   * Root swaps the runtime must have seen announced on its gate fd (fd 4)
+   * before it acts on this call: the call may be sent while the previous
+   * call's root reset is still under way (src/sandbox/spec.ts, GATE_FD).
+   */
+  gate: number;
 }
 
 /** Host → spare runtime, once: the function it now serves (see Worker.adopt). */

@@ -1,7 +1,9 @@
 // A warm runtime in a sandbox: boot it, wait for "ready", then invoke calls
 // one at a time over the framed channel. Between calls: processes the call
 // left behind are killed and, when the call wrote files, the root is reset,
-// so the next call sees a fresh filesystem in the same warm process.
+// so the next call sees a fresh filesystem in the same warm process. The
+// next call need not wait for that reset here: its frame names the swaps
+// the runtime must see announced on its gate before it starts.
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
@@ -130,6 +132,14 @@ const STRAY_THROTTLE_MS = 10;
 const FRAMES_PER_TURN = 128;
 /** How long an exit waits for the runtime's last frames (its init_error, a result). */
 const CHANNEL_DRAIN_MS = 200;
+/**
+ * A call that wrote at most this much has its root reset while the next
+ * call is already on its way (it waits at the runtime's gate). After a
+ * bigger one the next call waits here until the reset is done: the next
+ * call's memory peak is armed when it is sent, and must not count a big
+ * old layer the monitor has yet to let go of.
+ */
+const GATED_RESET_MAX_BYTES = 256 * 1024;
 
 export class Worker {
   state: WorkerState = 'busy';
@@ -142,6 +152,8 @@ export class Worker {
   adopted = false;
   private active?: ActiveCall;
   private settling: Promise<void> = Promise.resolve();
+  /** A root reset the next call may be sent during (see settle()). */
+  private resetting?: Promise<void>;
   /** The cpu counter when the receipt window of the next call opened. */
   private meterStart?: number;
   private recentOutput: Buffer[] = [];
@@ -303,8 +315,9 @@ export class Worker {
   }
 
   /** Resolves once the previous call's clean-up (stray kill, root reset) is done. */
-  whenIdle(): Promise<void> {
-    return this.settling;
+  async whenIdle(): Promise<void> {
+    await this.settling;
+    await this.resetting;
   }
 
   onGone(listener: (worker: Worker) => void): void {
@@ -339,7 +352,9 @@ export class Worker {
     options.signal?.addEventListener('abort', onAbort, { once: true });
     this.budget.reset();
     this.strayBytes = 0;
-    const invocation: InvokeHeader = { k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers };
+    const invocation: InvokeHeader = {
+      k: 'invoke', id, deadline: Date.now() + timeoutMs, method: request.method, url: request.url, headers: request.headers, gate: this.sandbox.swaps,
+    };
     for (const part of encodeFrame(invocation, request.body)) this.sandbox.channel!.write(part);
     const { frame, error } = await outcome;
     clearTimeout(timer);
@@ -372,11 +387,26 @@ export class Worker {
   /** After a call: kill what it left running, give it a fresh root if it wrote any. */
   private async settle(): Promise<void> {
     try {
+      await this.resetting; // the one before this call: its answer names the layer to look at
       await this.sandbox.killStrays();
-      await this.sandbox.resetRoot(); // skipped when the call wrote nothing
+      if (this.sandbox.isDirty()) {
+        if (this.sandbox.writtenBytes() <= GATED_RESET_MAX_BYTES) this.resetting = this.watchReset(this.sandbox.beginReset());
+        else await this.sandbox.beginReset();
+      }
       this.armMeter();
       if (this.state === 'busy') this.state = 'idle';
     } catch {
+      this.retire();
+    }
+  }
+
+  /** A reset the next call may already wait on at the gate: if it fails, so does that call, now. */
+  private async watchReset(reset: Promise<unknown>): Promise<void> {
+    try {
+      await reset;
+    } catch (error) {
+      const failure = error instanceof FnboxError ? error : new FnboxError('SandboxError', `root reset failed: ${(error as Error).message}`);
+      this.active?.settle({ error: failure });
       this.retire();
     }
   }

@@ -1,6 +1,6 @@
 // One live sandbox: boot, per-call root reset, stats, kill, destroy. Knows
 // nothing about functions or HTTP; the runtime layer builds on it.
-import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statfsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
 import type { CallMeter, CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
@@ -70,6 +70,7 @@ export class Sandbox {
   private resetWaiters: Array<(event: Extract<LauncherEvent, { event: 'reset' }>) => void> = [];
   private programPid?: number;
   private callMeter?: CallMeter;
+  private swapsRequested = 0;
 
   /** What the sandbox runs now (adopt() changes its code layer and hostname). */
   get spec(): SandboxSpec {
@@ -170,7 +171,35 @@ export class Sandbox {
   async resetRoot(options: { force?: boolean } = {}): Promise<ResetResult> {
     if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
     if (!options.force && !this.isDirty()) return { skipped: true, us: 0, startedUs: 0, staleKilled: 0 };
+    return this.beginReset();
+  }
+
+  /**
+   * Starts a root reset now, whether or not anything was written, and
+   * returns the monitor's answer to come. A frame sent to the program
+   * meanwhile carries `swaps` as its gate: the runtime acts on it only
+   * once the monitor has announced that many swaps on the gate fd, so the
+   * call waits for its fresh root in the sandbox, not in a round trip
+   * through the gateway.
+   */
+  beginReset(): Promise<ResetResult> {
+    if (!this.alive) return Promise.reject(new FnboxError('SandboxError', `sandbox ${this.id} is not running`));
     return this.swapRoot('reset\n', 'root reset');
+  }
+
+  /** Root swaps asked of the monitor so far (resets and adoptions): the gate a frame sent now must pass. */
+  get swaps(): number {
+    return this.swapsRequested;
+  }
+
+  /** Bytes the writable layer holds (its tmpfs's used blocks); Infinity when that cannot be read. */
+  writtenBytes(): number {
+    try {
+      const stats = statfsSync(this.upperDirFd === undefined ? this.upperDir : `/proc/self/fd/${this.upperDirFd}`);
+      return (stats.blocks - stats.bfree) * stats.bsize;
+    } catch {
+      return Number.POSITIVE_INFINITY;
+    }
   }
 
   /**
@@ -194,6 +223,7 @@ export class Sandbox {
     this.closeUpperDir();
     const reply = new Promise<Extract<LauncherEvent, { event: 'reset' }>>((resolve) => this.resetWaiters.push(resolve));
     this.launched.control.write(command);
+    this.swapsRequested++;
     const event = await reply;
     if (!event.ok) {
       throw new FnboxError('SandboxError', `sandbox ${this.id}: ${what} failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });

@@ -61,6 +61,7 @@ describe('specToLauncherArgs', () => {
     expect(pairs('--cgroup1')).toEqual(['/sys/fs/cgroup/memory/fnbox/sb-1']);
     expect(pairs('--rlimit')).toContain('fsize=67108864:67108864');
     expect(pairs('--channel-fd')).toEqual(['3']);
+    expect(pairs('--gate-fd')).toEqual(['4']);
     expect(args).toContain('--capture-logs');
     expect(args.slice(args.indexOf('--'))).toEqual(['--', ...base.argv]);
   });

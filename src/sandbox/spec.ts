@@ -74,6 +74,8 @@ export interface SandboxSpec {
   env: string[];
   rlimits: Rlimit[];
   channelFd?: number;
+  /** Where the program reads one byte per root swap (with a channel only). */
+  gateFd?: number;
   captureLogs: boolean;
   seccompFile?: string;
   cloneIntoCgroup?: string;
@@ -87,6 +89,12 @@ export const PROGRAM_GID = 1000;
 /** Ids mapped per sandbox: 0..65535 inside, a private host range outside. */
 export const ID_RANGE = 65536;
 export const CHANNEL_FD = 3;
+/**
+ * The runtime's gate: the monitor writes a byte to it once each root swap
+ * is done, and a call frame says how many swaps the runtime must have seen
+ * before it acts on the call (src/runtime/protocol.ts, InvokeHeader.gate).
+ */
+export const GATE_FD = 4;
 
 /** Devices a program may need and that reveal nothing of the host. */
 export const DEV_NODES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
@@ -174,6 +182,7 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
       { name: 'nproc', soft: limits.pidsMax, hard: limits.pidsMax },
     ],
     channelFd: options.channel ? CHANNEL_FD : undefined,
+    gateFd: options.channel ? GATE_FD : undefined,
     captureLogs: options.captureLogs ?? false,
     seccompFile: options.seccompFile,
     cloneIntoCgroup: options.cgroup?.cloneInto,
@@ -213,6 +222,7 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): str
   for (const entry of spec.env) add('--setenv', entry);
   for (const limit of spec.rlimits) add('--rlimit', `${limit.name}=${limit.soft}:${limit.hard}`);
   if (spec.channelFd !== undefined) add('--channel-fd', spec.channelFd);
+  if (spec.gateFd !== undefined) add('--gate-fd', spec.gateFd);
   if (spec.captureLogs) args.push('--capture-logs');
   if (spec.seccompFile) add('--seccomp-file', spec.seccompFile);
   args.push('--', ...spec.argv);

@@ -166,8 +166,8 @@ describe('the host stays out of reach', () => {
     expect(result['mknod /tmp/mem c 1 1']).toBe('EPERM');
     expect(result.cgroupfs).toBe('ENOENT');
     expect(result.cwd).toBe('/code');
-    // stdin, stdout, stderr, the channel, and the directory being listed: nothing of the host.
-    expect(result.fds).toEqual(['0', '1', '2', '3', '4']);
+    // stdin, stdout, stderr, the channel, the gate, and the directory being listed: nothing of the host.
+    expect(result.fds).toEqual(['0', '1', '2', '3', '4', '5']);
   });
 
   it('no TIOCSTI, no AF_ALG / AF_VSOCK / AF_PACKET / audit netlink sockets; only lo exists', async () => {

@@ -81,10 +81,14 @@ describe('node, Workers module syntax', () => {
     expect((await workers.invoke(request('/log'))).logs).toBe('line one\nline two\n');
   });
 
-  it('gives each call a fresh filesystem in the same process', async () => {
+  it('gives each call a fresh filesystem in the same process, also back to back (the next call waits at its gate for the reset)', async () => {
     const pid = workers.sandbox.pid;
-    expect(json((await workers.invoke(request('/write'))).body)).toEqual({ existed: false });
-    expect(json((await workers.invoke(request('/write'))).body)).toEqual({ existed: false });
+    const swaps = workers.sandbox.swaps;
+    const seen: unknown[] = [];
+    // Each call is sent as soon as the previous one answered, while its root is being swapped.
+    for (let i = 0; i < 200; i++) seen.push(json((await workers.invoke(request('/write'))).body));
+    expect(seen.filter((body) => JSON.stringify(body) !== '{"existed":false}')).toEqual([]);
+    expect(workers.sandbox.swaps - swaps).toBeGreaterThanOrEqual(199);
     expect(workers.sandbox.pid).toBe(pid);
   });
 
