@@ -114,8 +114,8 @@ export async function runBoot(context: BenchContext): Promise<{ results: ResultR
   results.push(
     summarize('boot', 'fnbox', 'reset', 'ms', spaced.roundTrip, spacedConditions),
     summarize('boot', 'fnbox', 'reset-split-to-monitor', 'ms', spaced.toMonitor, 'of each reset above: the gateway writes the command, the monitor wakes'),
-    summarize('boot', 'fnbox', 'reset-in-launcher', 'ms', spaced.inLauncher, 'of each reset above: inside the monitor until its reply (attach the layer built ahead, pivot_root, detach the old root)'),
-    summarize('boot', 'fnbox', 'reset-split-back', 'ms', spaced.back, 'of each reset above: the reply reaches the gateway, which checks no process kept the old root'),
+    summarize('boot', 'fnbox', 'reset-in-launcher', 'ms', spaced.inLauncher, 'of each reset above: inside the monitor until its reply (attach the layer built ahead, pivot_root, kill any process that kept the old root; the old root is detached after the reply unless a process had to be held still or the old layer is big)'),
+    summarize('boot', 'fnbox', 'reset-split-back', 'ms', spaced.back, 'of each reset above: the reply reaches the gateway'),
     summarize('boot', 'fnbox', 'reset-back-to-back', 'ms', backToBack.roundTrip, 'round trip, each reset sent as soon as the one before returned (it waits for the monitor to build the next layer)'),
   );
 

@@ -35,7 +35,7 @@ export async function runInvoke(context: BenchContext): Promise<{ results: Resul
   const results: ResultRow[] = [];
   const notes = [
     'latency is host-to-host: Worker.invoke() until the result frame is back, receipt read included',
-    '"with reset" calls write a file, so before the next call the sandbox gets a fresh root; that swap is inside the next call\'s time',
+    '"with reset" calls write a file, so before the next call the sandbox gets a fresh root; back to back, the next call is sent at once and waits at the runtime\'s gate until that swap is done, inside its time',
   ];
   const warmCalls = quick ? 1000 : 5000;
   for (const runtime of Object.keys(BENCH_HANDLERS) as BenchRuntime[]) {
@@ -55,7 +55,7 @@ export async function runInvoke(context: BenchContext): Promise<{ results: Resul
       await worker.invoke(benchRequest(runtime, false));
     }
     results.push(summarize('invoke', 'fnbox', `warm-${runtime}`, 'ms', plain, 'call writes nothing: root kept'));
-    results.push(summarize('invoke', 'fnbox', `warm-reset-${runtime}`, 'ms', reset, 'back to back on one sandbox, each call writes a file: the previous call\'s root reset is inside each time'));
+    results.push(summarize('invoke', 'fnbox', `warm-reset-${runtime}`, 'ms', reset, 'back to back on one sandbox, each call writes a file: the previous call\'s root reset is inside each time (the call waits for it at the runtime\'s gate)'));
     results.push(summarize('invoke', 'fnbox', `warm-reset-call-${runtime}`, 'ms', resetCall, 'each call writes a file, on a sandbox whose reset is done (the reset runs after the answer)'));
     await worker.destroy();
 

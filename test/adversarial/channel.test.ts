@@ -123,6 +123,27 @@ export default { async fetch() {
     console.log(`the printing child's sandbox used ${response.headers.get('x-fnbox-cpu-ms')} ms of CPU in 2 s`);
   });
 
+  it('a function that reads its runtime\'s gate (fd 4) only stalls its own next call: a Timeout, then a fresh sandbox', async () => {
+    const thief = {
+      'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index', timeoutMs: 1500 }),
+      'index.mjs': `import fs from 'node:fs';
+export default { async fetch(request) {
+  if (new URL(request.url).pathname !== '/steal') return new Response('fine');
+  fs.writeFileSync('/tmp/x', 'x'); // so the root is reset after this call
+  // Once this call has answered, take the announcement of that reset before the runtime can.
+  setTimeout(() => fs.readSync(4, Buffer.alloc(1)), 0);
+  return new Response('stolen');
+} };`,
+    };
+    const outcomes = await attack('attack-gate', thief, async () => {
+      const statuses: number[] = [];
+      for (const path of ['/steal', '/again', '/again']) statuses.push((await fetch(`${gateway.url}/fn/attack-gate${path}`, { method: 'POST' })).status);
+      return statuses;
+    });
+    // The call after the theft waits at the gate for a swap that was already announced, until its deadline.
+    expect(outcomes).toEqual([200, 504, 200]);
+  });
+
   it('a module that writes garbage to the channel while loading is refused at deploy as an InitError', async () => {
     const deployed = await deployFiles(gateway, 'attack-channel-load', {
       'fnbox.json': JSON.stringify({ runtime: 'node', handler: 'index' }),
