@@ -1021,7 +1021,9 @@ static void release_sandbox(struct hold *hold) {
  * forked during the swap copies its parent's root after that walk and keeps
  * the old one: it would see the previous call's files. Only a process that
  * was not there before the swap can be one; any such process on another
- * root is killed before the swap is announced. Returns how many. */
+ * root is killed before the swap is announced. (A fork still under way
+ * shows up in the cgroup a moment later: the gateway looks again when it
+ * hears back.) Returns how many. */
 static int kill_stale_roots(struct hold *hold, pid_t init, dev_t root_dev) {
   pid_t now[MAX_HELD];
   int n_now = read_pids(hold, init, now, MAX_HELD), killed = 0;

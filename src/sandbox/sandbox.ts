@@ -1,6 +1,6 @@
 // One live sandbox: boot, per-call root reset, stats, kill, destroy. Knows
 // nothing about functions or HTTP; the runtime layer builds on it.
-import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statfsSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statfsSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FnboxError } from '../errors.js';
 import type { CallMeter, CgroupDriver, CgroupEvents, CgroupUsage, SandboxCgroup } from './cgroup/index.js';
@@ -229,7 +229,38 @@ export class Sandbox {
       throw new FnboxError('SandboxError', `sandbox ${this.id}: ${what} failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
     }
     this.upperFd = event.upper_fd;
+    await this.killStaleRoots();
     return { skipped: false, us: event.us, startedUs: event.t0, staleKilled: event.stale };
+  }
+
+  /**
+   * pivot_root moves every process whose root is the old root, but a child
+   * forked during the swap copies the old root after that walk and keeps
+   * it: it would see the previous call's files. The monitor kills those it
+   * sees before it lets the runtime through; a fork still under way then
+   * shows up in the cgroup only later, so this looks again once the reply
+   * is here (a next call may be running by then: its own processes are on
+   * the new root and stay).
+   */
+  private async killStaleRoots(): Promise<void> {
+    const pids = this.meter.processes();
+    // The usual case: only the init and the program, which pivot_root moved.
+    if (pids.every((pid) => pid === this.initPid || pid === this.pid)) return;
+    let expected: number;
+    try {
+      expected = statSync(`/proc/${this.initPid}/root`).dev;
+    } catch {
+      return;
+    }
+    const stale = pids.filter((pid) => {
+      try {
+        return statSync(`/proc/${pid}/root`).dev !== expected;
+      } catch {
+        return false; // exited meanwhile
+      }
+    });
+    // Gone once its root no longer resolves (a zombie has none).
+    await killAndAwait(stale, () => stale.some((pid) => existsSync(`/proc/${pid}/root`)));
   }
 
   usage(): CgroupUsage {
