@@ -20,8 +20,8 @@
  *     3. build the root layer: tmpfs + overlay, detached  (make_root_layer)
  *     4. clone3 into new user/pid/mnt/net/ipc/uts namespaces (and the v2 cgroup)
  *     5. write uid/gid maps, attach v1 cgroups, release the child
- *     6. report "started", then serve reset (and adopt) commands until the
- *        child exits; each swap is announced on the program's gate
+ *     6. report "started", then serve reset (and adopt, sync) commands until
+ *        the child exits; each swap is announced on the program's gate
  *   child = PID 1 of the sandbox (sandbox_init)
  *     7. unshare the cgroup namespace (the cgroups are joined by now)
  *     8. attach the root layer (still host uid 0 for path access)
@@ -848,6 +848,13 @@ struct sandbox_handle {
    * nothing never needs one, and each layer held costs three expedited RCU
    * grace periods when it goes, which parallel boots queue behind. */
   struct layer next; int has_next;
+  /* The fd the gateway reaches the writable layer by (/proc/PID/fd/N):
+   * one number for the sandbox's life, moved onto each new layer's tmpfs,
+   * so a swap it does not wait for need not tell it where the layer is. */
+  int upper_alias;
+  /* This swap's only news is the gate (a "reset quiet"): the gateway hears
+   * only of a failure. */
+  int quiet;
 };
 
 /* Detached copies of the sandbox's /proc and /dev trees, with the masks
@@ -1039,10 +1046,12 @@ static int kill_stale_roots(struct hold *hold, pid_t init, dev_t root_dev) {
   return killed;
 }
 
-/* The program first (its next call may be waiting at the gate), then the gateway. */
-static void report_swap(int upper_fd, int stale, long long started) {
+/* The program first (its next call may be waiting at the gate), then the
+ * gateway, unless it asked not to wait for us. */
+static void report_swap(struct sandbox_handle *sb, int stale, long long started) {
   announce_swap();
-  emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"stale\":%d,\"t0\":%lld,\"us\":%lld}", upper_fd, stale, started, now_us() - started);
+  if (!sb->quiet)
+    emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"stale\":%d,\"t0\":%lld,\"us\":%lld}", sb->upper_alias, stale, started, now_us() - started);
 }
 
 static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer *fresh) {
@@ -1051,7 +1060,8 @@ static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer 
   if (setns(sb->host_mnt_fd, CLONE_NEWNS) < 0) die(EXIT_MOUNT, "return to host mount namespace");
   release_sandbox(&sb->hold);
   release_layer(fresh);
-  emit("{\"event\":\"reset\",\"ok\":false,\"step\":\"%s\",\"errno\":%d,\"message\":\"%s\"}", step, saved, strerror(saved));
+  emit("{\"event\":\"reset\",\"ok\":false,\"quiet\":%s,\"step\":\"%s\",\"errno\":%d,\"message\":\"%s\"}",
+       sb->quiet ? "true" : "false", step, saved, strerror(saved));
   return -1;
 }
 
@@ -1125,6 +1135,10 @@ static int reset_root(struct sandbox_handle *sb) {
   struct statfs usage;
   int small = fstatfs(sb->layer.tmpfs_fd, &usage) == 0 &&
               (unsigned long long)(usage.f_blocks - usage.f_bfree) * (unsigned long long)usage.f_bsize <= RELEASE_AFTER_REPLY_BYTES;
+  if (dup3(fresh.tmpfs_fd, sb->upper_alias, O_CLOEXEC) < 0) {
+    if (old_tmpfs_home >= 0) close(old_tmpfs_home);
+    return reset_fail(sb, "upper_alias", &fresh);
+  }
   hold_busy_sandbox(&sb->hold, sb->init);
   if (syscall(SYS_pivot_root, ".", ".") < 0) {
     if (old_tmpfs_home >= 0) close(old_tmpfs_home);
@@ -1143,7 +1157,7 @@ static int reset_root(struct sandbox_handle *sb) {
    * be holding one), and lookups from the new root never enter the old one
    * stacked on top of it. Otherwise: once it is gone. */
   int early = small && !sb->hold.frozen && sb->hold.n_stopped == 0;
-  if (early) report_swap(fresh.tmpfs_fd, stale, started);
+  if (early) report_swap(sb, stale, started);
   if (umount2(".", MNT_DETACH) < 0) {
     if (early) die(EXIT_MOUNT, "detach the old root after the swap was announced");
     return reset_fail(sb, "detach_old_root", &fresh);
@@ -1154,7 +1168,7 @@ static int reset_root(struct sandbox_handle *sb) {
   struct layer old = sb->layer;
   sb->layer = fresh;
   if (!small) release_layer(&old);
-  if (!early) report_swap(fresh.tmpfs_fd, stale, started);
+  if (!early) report_swap(sb, stale, started);
   if (small) release_layer(&old);
   return 0;
 }
@@ -1292,6 +1306,8 @@ static int run_monitor(int argc, char **argv) {
 
   struct sandbox_handle sb = { .mnt_ns_fd = -1 };
   make_root_layer(&sb.layer, EXIT_LAYER);
+  sb.upper_alias = fcntl(sb.layer.tmpfs_fd, F_DUPFD_CLOEXEC, 3);
+  if (sb.upper_alias < 0) die(EXIT_LAYER, "alias the writable layer");
 
   STEP("open_host_mnt_ns");
   sb.host_mnt_fd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
@@ -1363,7 +1379,7 @@ static int run_monitor(int argc, char **argv) {
   /* t0 is CLOCK_MONOTONIC, the clock of Node's process.hrtime: the gateway
    * can tell time spent reaching us from time spent booting. */
   emit("{\"event\":\"started\",\"pid\":%d,\"monitor\":%d,\"upper_fd\":%d,\"t0\":%lld,\"us\":%lld}",
-       child, getpid(), sb.layer.tmpfs_fd, started, now_us() - started);
+       child, getpid(), sb.upper_alias, started, now_us() - started);
   if (booting_fd >= 0) close(booting_fd);
   booting_fd = -1;
 
@@ -1403,8 +1419,14 @@ static int run_monitor(int argc, char **argv) {
       while ((newline = memchr(command, '\n', command_len))) {
         *newline = 0;
         int swapped = 1;
-        if (strcmp(command, "reset") == 0) reset_root(&sb);
+        sb.quiet = strcmp(command, "reset quiet") == 0;
+        if (sb.quiet || strcmp(command, "reset") == 0) reset_root(&sb);
         else if (strncmp(command, "adopt ", 6) == 0) adopt(&sb, command + 6);
+        else if (strcmp(command, "sync") == 0) {
+          /* Commands are done in order: every one sent before this is done. */
+          swapped = 0;
+          emit("{\"event\":\"sync\"}");
+        }
         else {
           swapped = 0;
           emit("{\"event\":\"error\",\"phase\":0,\"step\":\"control\",\"errno\":22,\"message\":\"unknown command\"}");

@@ -152,8 +152,6 @@ export class Worker {
   adopted = false;
   private active?: ActiveCall;
   private settling: Promise<void> = Promise.resolve();
-  /** A root reset the next call may be sent during (see settle()). */
-  private resetting?: Promise<void>;
   /** The cpu counter when the receipt window of the next call opened. */
   private meterStart?: number;
   private recentOutput: Buffer[] = [];
@@ -181,6 +179,11 @@ export class Worker {
     sandbox.log!.on('error', () => {});
     sandbox.log!.resume();
     void sandbox.exited.then(() => this.onSandboxExit());
+    // A reset the next call may already wait on at the gate: if it fails, so does that call, now.
+    sandbox.onResetFailed((error) => {
+      this.active?.settle({ error });
+      this.retire();
+    });
   }
 
   /** The function this worker serves (a spare's placeholder until adopt()). */
@@ -317,7 +320,7 @@ export class Worker {
   /** Resolves once the previous call's clean-up (stray kill, root reset) is done. */
   async whenIdle(): Promise<void> {
     await this.settling;
-    await this.resetting;
+    await this.sandbox.sync();
   }
 
   onGone(listener: (worker: Worker) => void): void {
@@ -387,26 +390,14 @@ export class Worker {
   /** After a call: kill what it left running, give it a fresh root if it wrote any. */
   private async settle(): Promise<void> {
     try {
-      await this.resetting; // the one before this call: its answer names the layer to look at
       await this.sandbox.killStrays();
       if (this.sandbox.isDirty()) {
-        if (this.sandbox.writtenBytes() <= GATED_RESET_MAX_BYTES) this.resetting = this.watchReset(this.sandbox.beginReset());
-        else await this.sandbox.beginReset();
+        if (this.sandbox.writtenBytes() <= GATED_RESET_MAX_BYTES) this.sandbox.resetInBackground();
+        else await this.sandbox.resetRoot({ force: true });
       }
       this.armMeter();
       if (this.state === 'busy') this.state = 'idle';
     } catch {
-      this.retire();
-    }
-  }
-
-  /** A reset the next call may already wait on at the gate: if it fails, so does that call, now. */
-  private async watchReset(reset: Promise<unknown>): Promise<void> {
-    try {
-      await reset;
-    } catch (error) {
-      const failure = error instanceof FnboxError ? error : new FnboxError('SandboxError', `root reset failed: ${(error as Error).message}`);
-      this.active?.settle({ error: failure });
       this.retire();
     }
   }

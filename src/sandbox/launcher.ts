@@ -17,7 +17,8 @@ export type LauncherEvent =
   | { event: 'started'; pid: number; monitor: number; upper_fd: number; t0: number; us: number }
   | { event: 'error'; phase: number; step: string; errno: number; message: string; id?: string }
   | { event: 'reset'; ok: true; upper_fd: number; stale: number; t0: number; us: number }
-  | { event: 'reset'; ok: false; step: string; errno: number; message: string }
+  | { event: 'reset'; ok: false; quiet: boolean; step: string; errno: number; message: string }
+  | { event: 'sync' }
   | { event: 'exit'; code?: number; signal?: number };
 
 /** Launcher exit codes per phase (enum in fnbox-launcher.c). */

@@ -68,6 +68,10 @@ export class Sandbox {
   private destroying?: Promise<void>;
   private monitorGone: Promise<void>;
   private resetWaiters: Array<(event: Extract<LauncherEvent, { event: 'reset' }>) => void> = [];
+  private syncWaiters: Array<() => void> = [];
+  private resetFailedListeners: Array<(error: FnboxError) => void> = [];
+  /** A reset was sent that nothing has waited for since (see resetInBackground()). */
+  private unsynced = false;
   private programPid?: number;
   private callMeter?: CallMeter;
   private swapsRequested = 0;
@@ -97,12 +101,17 @@ export class Sandbox {
     launched.events.listen(
       (event) => {
         if (event.event === 'exit') resolveExit(this.recordExit(event));
-        else if (event.event === 'reset') this.resetWaiters.shift()?.(event);
+        else if (event.event === 'reset' && !event.ok && event.quiet) {
+          const error = this.resetError(event, 'root reset');
+          for (const listener of this.resetFailedListeners) listener(error);
+        } else if (event.event === 'reset') this.resetWaiters.shift()?.(event);
+        else if (event.event === 'sync') this.syncWaiters.shift()?.();
       },
       () => {
         // Monitor gone without an exit event: it was killed, so was the sandbox.
         resolveExit(this.exitInfo ?? this.recordExit({ event: 'exit', signal: 9 }));
-        for (const waiter of this.resetWaiters.splice(0)) waiter({ event: 'reset', ok: false, step: 'monitor', errno: 0, message: 'the sandbox is gone' });
+        for (const waiter of this.resetWaiters.splice(0)) waiter({ event: 'reset', ok: false, quiet: false, step: 'monitor', errno: 0, message: 'the sandbox is gone' });
+        for (const waiter of this.syncWaiters.splice(0)) waiter();
         resolveGone();
       },
     );
@@ -171,20 +180,40 @@ export class Sandbox {
   async resetRoot(options: { force?: boolean } = {}): Promise<ResetResult> {
     if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
     if (!options.force && !this.isDirty()) return { skipped: true, us: 0, startedUs: 0, staleKilled: 0 };
-    return this.beginReset();
+    return this.swapRoot('reset\n', 'root reset');
   }
 
   /**
-   * Starts a root reset now, whether or not anything was written, and
-   * returns the monitor's answer to come. A frame sent to the program
-   * meanwhile carries `swaps` as its gate: the runtime acts on it only
-   * once the monitor has announced that many swaps on the gate fd, so the
-   * call waits for its fresh root in the sandbox, not in a round trip
-   * through the gateway.
+   * Starts a root reset and does not wait for it: the monitor answers only
+   * if it fails (onResetFailed). A frame sent to the program meanwhile
+   * carries `swaps` as its gate: the runtime acts on it only once the
+   * monitor has announced that many swaps on the gate fd, so the call
+   * waits for its fresh root in the sandbox, not for a round trip through
+   * the gateway; its answer then also means the swap is done. The monitor
+   * kills a process forked during the swap that kept the old root; one
+   * whose fork was still under way then goes as a stray after the next
+   * call (killStrays), instead of at once as after resetRoot().
    */
-  beginReset(): Promise<ResetResult> {
-    if (!this.alive) return Promise.reject(new FnboxError('SandboxError', `sandbox ${this.id} is not running`));
-    return this.swapRoot('reset\n', 'root reset');
+  resetInBackground(): void {
+    if (!this.alive) throw new FnboxError('SandboxError', `sandbox ${this.id} is not running`);
+    this.closeUpperDir();
+    this.launched.control.write('reset quiet\n');
+    this.swapsRequested++;
+    this.unsynced = true;
+  }
+
+  /** Calls `listener` when a reset sent by resetInBackground() fails: the sandbox is then of no further use. */
+  onResetFailed(listener: (error: FnboxError) => void): void {
+    this.resetFailedListeners.push(listener);
+  }
+
+  /** Resolves once the monitor has done everything asked of it so far (a background reset included). */
+  async sync(): Promise<void> {
+    if (!this.unsynced || !this.alive) return;
+    const reply = new Promise<void>((resolve) => this.syncWaiters.push(resolve));
+    this.launched.control.write('sync\n');
+    await reply;
+    this.unsynced = false;
   }
 
   /** Root swaps asked of the monitor so far (resets and adoptions): the gate a frame sent now must pass. */
@@ -225,12 +254,15 @@ export class Sandbox {
     this.launched.control.write(command);
     this.swapsRequested++;
     const event = await reply;
-    if (!event.ok) {
-      throw new FnboxError('SandboxError', `sandbox ${this.id}: ${what} failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
-    }
+    if (!event.ok) throw this.resetError(event, what);
+    this.unsynced = false; // commands are done in order
     this.upperFd = event.upper_fd;
     await this.killStaleRoots();
     return { skipped: false, us: event.us, startedUs: event.t0, staleKilled: event.stale };
+  }
+
+  private resetError(event: Extract<LauncherEvent, { event: 'reset'; ok: false }>, what: string): FnboxError {
+    return new FnboxError('SandboxError', `sandbox ${this.id}: ${what} failed at ${event.step}: ${event.message}`, { details: { step: event.step, errno: event.errno } });
   }
 
   /**
