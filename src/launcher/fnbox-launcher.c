@@ -154,6 +154,7 @@ struct config {
   int lower_fds[MAX_LIST];                      /* the same, opened once (O_PATH) */
   unsigned long long upper_size;                /* bytes of the per-call tmpfs */
   unsigned long long upper_inodes;
+  unsigned long long small_layer_bytes;         /* an old layer this small is dropped after the swap is announced */
   const char *root_mountpoint;  /* empty dir where the new root is attached */
   const char *scratch_dir;      /* empty dir for layer tmpfs mounts on older kernels */
   const char *dev_nodes[MAX_LIST]; int n_dev_nodes;
@@ -284,6 +285,7 @@ static void parse_args(int argc, char **argv) {
     else if (strcmp(a, "--lower") == 0) PUSH(cfg.lowers, cfg.n_lowers, NEXT());
     else if (strcmp(a, "--upper-size") == 0) cfg.upper_size = parse_num(a, NEXT());
     else if (strcmp(a, "--upper-inodes") == 0) cfg.upper_inodes = parse_num(a, NEXT());
+    else if (strcmp(a, "--small-layer-bytes") == 0) cfg.small_layer_bytes = parse_num(a, NEXT());
     else if (strcmp(a, "--root-mountpoint") == 0) cfg.root_mountpoint = NEXT();
     else if (strcmp(a, "--scratch-dir") == 0) cfg.scratch_dir = NEXT();
     else if (strcmp(a, "--dev-node") == 0) PUSH(cfg.dev_nodes, cfg.n_dev_nodes, NEXT());
@@ -825,9 +827,6 @@ static void announce_swap(void) {
   if (gate_write_fd >= 0) (void)!write(gate_write_fd, "s", 1);
 }
 
-/* An old layer holding at most this much is torn down after the reply. */
-#define RELEASE_AFTER_REPLY_BYTES (256 * 1024ULL)
-
 /* What a swap knows of the sandbox's processes. The swap reads these from
  * inside the sandbox's mount namespace, where host paths do not resolve:
  * the files are opened once, at the first swap, from the host's. */
@@ -1129,16 +1128,12 @@ static int reset_root(struct sandbox_handle *sb) {
    * the swap is announced. Deleting them first frees nothing (the old
    * overlay still holds their inodes); truncating them would SIGBUS a
    * process that still maps one. A small one (most calls write a file or
-   * two) goes after the reply: tearing an overlay and its tmpfs down is
-   * ~50 us of CPU, and at worst the next call's peak counts 256 KiB that
-   * were not its own. */
+   * two; --small-layer-bytes, none by default) goes after the reply:
+   * tearing an overlay and its tmpfs down is ~50 us of CPU, and at worst
+   * the next call's peak counts that much that was not its own. */
   struct statfs usage;
   int small = fstatfs(sb->layer.tmpfs_fd, &usage) == 0 &&
-              (unsigned long long)(usage.f_blocks - usage.f_bfree) * (unsigned long long)usage.f_bsize <= RELEASE_AFTER_REPLY_BYTES;
-  if (dup3(fresh.tmpfs_fd, sb->upper_alias, O_CLOEXEC) < 0) {
-    if (old_tmpfs_home >= 0) close(old_tmpfs_home);
-    return reset_fail(sb, "upper_alias", &fresh);
-  }
+              (unsigned long long)(usage.f_blocks - usage.f_bfree) * (unsigned long long)usage.f_bsize <= cfg.small_layer_bytes;
   hold_busy_sandbox(&sb->hold, sb->init);
   if (syscall(SYS_pivot_root, ".", ".") < 0) {
     if (old_tmpfs_home >= 0) close(old_tmpfs_home);
@@ -1149,6 +1144,8 @@ static int reset_root(struct sandbox_handle *sb) {
     (void)syscall(SYS_move_mount, sb->layer.tmpfs_fd, "", old_tmpfs_home, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
     close(old_tmpfs_home);
   }
+  /* The gateway's path to the writable layer leads to the new one now. */
+  if (dup3(fresh.tmpfs_fd, sb->upper_alias, O_CLOEXEC) < 0) die(EXIT_MOUNT, "move the writable layer's alias");
   int stale = kill_stale_roots(&sb->hold, sb->init, root.st_dev);
   /* Usually the program may start its next call now, before the old root
    * is detached (~0.1 ms, an RCU grace period): nobody runs on the old root

@@ -132,14 +132,6 @@ const STRAY_THROTTLE_MS = 10;
 const FRAMES_PER_TURN = 128;
 /** How long an exit waits for the runtime's last frames (its init_error, a result). */
 const CHANNEL_DRAIN_MS = 200;
-/**
- * A call that wrote at most this much has its root reset while the next
- * call is already on its way (it waits at the runtime's gate). After a
- * bigger one the next call waits here until the reset is done: the next
- * call's memory peak is armed when it is sent, and must not count a big
- * old layer the monitor has yet to let go of.
- */
-const GATED_RESET_MAX_BYTES = 256 * 1024;
 
 export class Worker {
   state: WorkerState = 'busy';
@@ -392,7 +384,9 @@ export class Worker {
     try {
       await this.sandbox.killStrays();
       if (this.sandbox.isDirty()) {
-        if (this.sandbox.writtenBytes() <= GATED_RESET_MAX_BYTES) this.sandbox.resetInBackground();
+        // A small layer is swapped while the next call is on its way (it waits at the runtime's gate).
+        // After a bigger one the next call waits here: its memory peak is armed when it is sent.
+        if (this.sandbox.writtenBytes() <= this.sandbox.spec.smallLayerBytes) this.sandbox.resetInBackground();
         else await this.sandbox.resetRoot({ force: true });
       }
       this.armMeter();

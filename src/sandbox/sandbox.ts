@@ -271,8 +271,7 @@ export class Sandbox {
    * it: it would see the previous call's files. The monitor kills those it
    * sees before it lets the runtime through; a fork still under way then
    * shows up in the cgroup only later, so this looks again once the reply
-   * is here (a next call may be running by then: its own processes are on
-   * the new root and stay).
+   * is here.
    */
   private async killStaleRoots(): Promise<void> {
     const pids = this.meter.processes();

@@ -62,6 +62,7 @@ describe('specToLauncherArgs', () => {
     expect(pairs('--rlimit')).toContain('fsize=67108864:67108864');
     expect(pairs('--channel-fd')).toEqual(['3']);
     expect(pairs('--gate-fd')).toEqual(['4']);
+    expect(pairs('--small-layer-bytes')).toEqual(['262144']);
     expect(args).toContain('--capture-logs');
     expect(args.slice(args.indexOf('--'))).toEqual(['--', ...base.argv]);
   });

@@ -56,6 +56,8 @@ export interface SandboxSpec {
   lowers: string[];
   upperBytes: number;
   upperInodes: number;
+  /** A writable layer holding at most this much may be dropped after the next call has begun (see SMALL_LAYER_BYTES). */
+  smallLayerBytes: number;
   rootMountpoint: string;
   scratchDir: string;
   devNodes: string[];
@@ -95,6 +97,15 @@ export const CHANNEL_FD = 3;
  * before it acts on the call (src/runtime/protocol.ts, InvokeHeader.gate).
  */
 export const GATE_FD = 4;
+/**
+ * A call that wrote at most this much may have the next call begin before
+ * its old layer is gone: the monitor lets the runtime through first and
+ * drops the layer after, and the gateway sends the next call without
+ * waiting for the reset. A bigger layer goes first, so that its memory is
+ * not counted against the next call (its peak, its OOM margin); a small
+ * one is at worst counted in that call's peak.
+ */
+export const SMALL_LAYER_BYTES = 256 * 1024;
 
 /** Devices a program may need and that reveal nothing of the host. */
 export const DEV_NODES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
@@ -157,6 +168,7 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
     lowers: [...options.layers],
     upperBytes: limits.tmpBytes,
     upperInodes: limits.tmpInodes,
+    smallLayerBytes: SMALL_LAYER_BYTES,
     rootMountpoint: options.rootMountpoint,
     scratchDir: options.scratchDir,
     devNodes: [...DEV_NODES],
@@ -204,6 +216,7 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): str
   for (const lower of spec.lowers) add('--lower', lower);
   add('--upper-size', spec.upperBytes);
   add('--upper-inodes', spec.upperInodes);
+  add('--small-layer-bytes', spec.smallLayerBytes);
   add('--root-mountpoint', spec.rootMountpoint);
   add('--scratch-dir', spec.scratchDir);
   for (const node of spec.devNodes) add('--dev-node', node);
