@@ -773,18 +773,12 @@ static void sandbox_init(int root_fd) {
 
 /* ---------- 5. ids and cgroups, from the monitor ---------- */
 
-static int try_write_file(const char *path, const char *data) {
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t len = (ssize_t)strlen(data), n = write(fd, data, (size_t)len);
-  int saved = errno;
-  close(fd);
-  errno = saved;
-  return n == len ? 0 : -1;
-}
-
 static void write_file(const char *path, const char *data) {
-  if (try_write_file(path, data) < 0) die(EXIT_IDMAP, "write %s", path);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) die(EXIT_IDMAP, "open %s", path);
+  ssize_t len = (ssize_t)strlen(data);
+  if (write(fd, data, (size_t)len) != len) die(EXIT_IDMAP, "write %s", path);
+  close(fd);
 }
 
 static void write_id_map(pid_t pid, const char *file, struct id_map *maps, int n) {
