@@ -1044,7 +1044,7 @@ static int kill_stale_roots(struct hold *hold, pid_t init, dev_t root_dev) {
 static void report_swap(struct sandbox_handle *sb, int stale, long long started) {
   announce_swap();
   if (!sb->quiet)
-    emit("{\"event\":\"reset\",\"ok\":true,\"upper_fd\":%d,\"stale\":%d,\"t0\":%lld,\"us\":%lld}", sb->upper_alias, stale, started, now_us() - started);
+    emit("{\"event\":\"reset\",\"ok\":true,\"stale\":%d,\"t0\":%lld,\"us\":%lld}", stale, started, now_us() - started);
 }
 
 static int reset_fail(struct sandbox_handle *sb, const char *step, struct layer *fresh) {

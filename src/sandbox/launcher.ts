@@ -16,7 +16,7 @@ import { specToLauncherArgs, type SandboxSpec } from './spec.js';
 export type LauncherEvent =
   | { event: 'started'; pid: number; monitor: number; upper_fd: number; t0: number; us: number }
   | { event: 'error'; phase: number; step: string; errno: number; message: string; id?: string }
-  | { event: 'reset'; ok: true; upper_fd: number; stale: number; t0: number; us: number }
+  | { event: 'reset'; ok: true; stale: number; t0: number; us: number }
   | { event: 'reset'; ok: false; quiet: boolean; step: string; errno: number; message: string }
   | { event: 'sync' }
   | { event: 'exit'; code?: number; signal?: number };

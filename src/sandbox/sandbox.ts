@@ -62,7 +62,8 @@ export class Sandbox {
   /** Resolves once the sandbox's program (and with it the sandbox) is gone. */
   readonly exited: Promise<ExitInfo>;
   private exitInfo?: ExitInfo;
-  private upperFd: number;
+  /** The monitor's fd for the writable layer: one number for the sandbox's life, whichever layer it is. */
+  private readonly upperFd: number;
   private upperDirFd?: number;
   private killedByUs = false;
   private destroying?: Promise<void>;
@@ -256,7 +257,6 @@ export class Sandbox {
     const event = await reply;
     if (!event.ok) throw this.resetError(event, what);
     this.unsynced = false; // commands are done in order
-    this.upperFd = event.upper_fd;
     await this.killStaleRoots();
     return { skipped: false, us: event.us, startedUs: event.t0, staleKilled: event.stale };
   }
