@@ -3,6 +3,9 @@
  *
  * Two ways to run it:
  *   fnbox-launcher [OPTIONS] -- PROGRAM ARGS...   one sandbox, events on stderr
+ *   fnbox-launcher --park [OPTIONS]               a sandbox booted ahead: all of
+ *       it up to the program's execve, which waits for a "start" command
+ *       carrying the program (--chdir, --setenv, --hostname, -- ARGV)
  *   fnbox-launcher --server                       a zygote: reads length-prefixed
  *       argument lists on stdin and forks one monitor per list, so the gateway
  *       pays a fork (~0.1 ms) per sandbox instead of a Node spawn (~2 ms).
@@ -28,7 +31,7 @@
  *     9. become root of the user namespace (an unprivileged host uid);
  *        /proc, /dev, masks; pivot_root; old root gone
  *    10. fork the program, reap zombies, exit with the program
- *   program (exec_program)
+ *   program (exec_program; with --park it first waits for its start)
  *    11. new session, rlimits, drop every capability, set ids, chdir,
  *        arrange fds, no_new_privs, seccomp, execve
  *
@@ -175,6 +178,7 @@ struct config {
   const char *seccomp_file;   /* BPF program, struct sock_filter[] */
   int seccomp_fd;
   char **argv;
+  int park;                   /* boot ahead: the program waits for "start" */
 };
 
 static struct config cfg = { .status_fd = 2, .control_fd = -1, .seccomp_fd = -1 };
@@ -233,6 +237,29 @@ static void die(int phase, const char *fmt, ...) {
 
 #define STEP(name) (current_step = (name))
 
+static int read_full(int fd, void *buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = read(fd, (char *)buf + got, len - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+/* To a socket whose reader may be gone: an error, not a SIGPIPE. */
+static int send_full(int fd, const void *buf, size_t len) {
+  size_t sent = 0;
+  while (sent < len) {
+    ssize_t n = send(fd, (const char *)buf + sent, len - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    sent += (size_t)n;
+  }
+  return 0;
+}
+
 static long long now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -282,6 +309,7 @@ static void parse_args(int argc, char **argv) {
     else if (strcmp(a, "--channel-fd") == 0) cfg.channel_fd = (int)parse_num(a, NEXT());
     else if (strcmp(a, "--gate-fd") == 0) cfg.gate_fd = (int)parse_num(a, NEXT());
     else if (strcmp(a, "--capture-logs") == 0) cfg.capture_logs = 1;
+    else if (strcmp(a, "--park") == 0) cfg.park = 1;
     else if (strcmp(a, "--lower") == 0) PUSH(cfg.lowers, cfg.n_lowers, NEXT());
     else if (strcmp(a, "--upper-size") == 0) cfg.upper_size = parse_num(a, NEXT());
     else if (strcmp(a, "--upper-inodes") == 0) cfg.upper_inodes = parse_num(a, NEXT());
@@ -321,7 +349,7 @@ static void parse_args(int argc, char **argv) {
   cfg.env[cfg.n_env] = NULL;
   cfg.argv = argv + i;
   errno = EINVAL;
-  if (i >= argc) die(EXIT_ARGS, "no program given after --");
+  if (i >= argc && !cfg.park) die(EXIT_ARGS, "no program given after --");
   if (cfg.n_lowers == 0) die(EXIT_ARGS, "at least one --lower is required");
   if (!cfg.root_mountpoint) die(EXIT_ARGS, "--root-mountpoint is required");
   if (!cfg.scratch_dir) die(EXIT_ARGS, "--scratch-dir is required");
@@ -660,10 +688,42 @@ static void load_seccomp(struct sock_fprog *prog) {
   prog->filter = filter;
 }
 
+/* With --park: monitor [0] <-> program [1]. The program says "p" once it is
+ * ready to run; the monitor answers with what to run (see await_start). */
+static int start_sock[2] = { -1, -1 };
+
+/* The largest start command: arguments and environment of one program. */
+#define MAX_START (256 * 1024)
+
+/* --park: the sandbox is whole, the program's process has dropped every
+ * privilege and waits, under its seccomp filter, for what to run: a u32
+ * length, then NUL-separated arguments (--chdir, --setenv, -- ARGV...),
+ * parsed as our own command line was, on top of it. */
+static void await_start(void) {
+  STEP("await_start");
+  if (write(start_sock[1], "p", 1) != 1) die(EXIT_ARGS, "report parked");
+  uint32_t len;
+  /* EOF: the gateway let the sandbox go without starting it. */
+  if (read_full(start_sock[1], &len, sizeof len) < 0) _exit(0);
+  if (len == 0 || len > MAX_START) { errno = E2BIG; die(EXIT_ARGS, "start of %u bytes", len); }
+  static char blob[MAX_START + 1];
+  static char *args[MAX_START / 2 + 2];
+  if (read_full(start_sock[1], blob, len) < 0) die(EXIT_ARGS, "read the start command");
+  close(start_sock[1]);
+  blob[len] = 0;
+  int n = 0;
+  args[n++] = "fnbox-start";
+  for (uint32_t at = 0; at < len; at += (uint32_t)strlen(blob + at) + 1) args[n++] = blob + at;
+  args[n] = NULL;
+  parse_args(n, args);
+}
+
 __attribute__((noreturn))
 static void exec_program(void) {
   struct sock_fprog seccomp_prog;
   load_seccomp(&seccomp_prog);
+  /* arrange_fds hands over or closes the low fds: keep the start socket clear of them. */
+  if (cfg.park && (start_sock[1] = fcntl(start_sock[1], F_DUPFD_CLOEXEC, 64)) < 0) die(EXIT_PRIVS, "dup start socket");
 
   /* A new session: no controlling terminal to push input into (TIOCSTI). */
   STEP("setsid");
@@ -686,9 +746,6 @@ static void exec_program(void) {
   STEP("pdeathsig");
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_PRIVS, "PR_SET_PDEATHSIG");
 
-  STEP("chdir");
-  if (chdir(cfg.cwd) < 0) die(EXIT_PRIVS, "chdir %s", cfg.cwd);
-
   STEP("no_new_privs");
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die(EXIT_PRIVS, "PR_SET_NO_NEW_PRIVS");
 
@@ -697,6 +754,13 @@ static void exec_program(void) {
     STEP("seccomp");
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &seccomp_prog) < 0) die(EXIT_PRIVS, "seccomp");
   }
+
+  /* Booted ahead (--park): all of the above was done before the program was known. */
+  if (cfg.park) await_start();
+
+  /* As the program's uid: it must be allowed into its working directory. */
+  STEP("chdir");
+  if (chdir(cfg.cwd) < 0) die(EXIT_PRIVS, "chdir %s", cfg.cwd);
 
   STEP("execve");
   execve(cfg.argv[0], cfg.argv, cfg.env);
@@ -708,12 +772,12 @@ static void exec_program(void) {
 /* Pipes shared by monitor and child. */
 static int go_pipe[2];    /* monitor -> child: ids are mapped, cgroups joined */
 static int exit_pipe[2];  /* init -> monitor: the program's wait status */
-
 __attribute__((noreturn))
 static void sandbox_init(int root_fd) {
   char go;
   close(go_pipe[1]);
   close(exit_pipe[0]);
+  if (start_sock[0] >= 0) close(start_sock[0]);
   STEP("wait_for_release");
   if (read(go_pipe[0], &go, 1) != 1) _exit(EXIT_IDMAP);  /* monitor died or failed */
   close(go_pipe[0]);
@@ -807,6 +871,23 @@ static void map_ids_and_attach(pid_t child) {
     if ((size_t)snprintf(procs, sizeof procs, "%s/cgroup.procs", cfg.cgroup1[i]) >= sizeof procs) { errno = ENAMETOOLONG; die(EXIT_IDMAP, "%s", cfg.cgroup1[i]); }
     write_file(procs, pid_text);
   }
+}
+
+/* The hostname lives in the sandbox's UTS namespace: step in, set, step
+ * back. 0, or -1 with errno. */
+static int set_sandbox_hostname(pid_t init, const char *name) {
+  char ns_path[64];
+  snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/uts", init);
+  int home = open("/proc/self/ns/uts", O_RDONLY | O_CLOEXEC);
+  int theirs = open(ns_path, O_RDONLY | O_CLOEXEC);
+  int named = home >= 0 && theirs >= 0 && setns(theirs, CLONE_NEWUTS) == 0;
+  int saved = errno;
+  if (named && sethostname(name, strlen(name)) < 0) { named = 0; saved = errno; }
+  if (home >= 0 && setns(home, CLONE_NEWUTS) < 0) die(EXIT_MOUNT, "return to host UTS namespace");
+  if (home >= 0) close(home);
+  if (theirs >= 0) close(theirs);
+  errno = saved;
+  return named ? 0 : -1;
 }
 
 /* ---------- 6. per-call root reset (DESIGN.md §2) ---------- */
@@ -1178,19 +1259,13 @@ static int adopt(struct sandbox_handle *sb, char *args) {
   int code = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (code < 0) return reset_fail(sb, "open_code_layer", &none);
 
-  /* The hostname lives in the sandbox's UTS namespace: step in, set, back. */
   STEP("adopt_hostname");
-  char ns_path[64];
-  snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/uts", sb->init);
-  int home = open("/proc/self/ns/uts", O_RDONLY | O_CLOEXEC);
-  int theirs = open(ns_path, O_RDONLY | O_CLOEXEC);
-  int named = home >= 0 && theirs >= 0 && setns(theirs, CLONE_NEWUTS) == 0;
-  int saved = errno;
-  if (named && sethostname(args, strlen(args)) < 0) { named = 0; saved = errno; }
-  if (home >= 0 && setns(home, CLONE_NEWUTS) < 0) die(EXIT_MOUNT, "return to host UTS namespace");
-  if (home >= 0) close(home);
-  if (theirs >= 0) close(theirs);
-  if (!named) { close(code); errno = saved; return reset_fail(sb, "adopt_hostname", &none); }
+  if (set_sandbox_hostname(sb->init, args) < 0) {
+    int saved = errno;
+    close(code);
+    errno = saved;
+    return reset_fail(sb, "adopt_hostname", &none);
+  }
 
   /* The layer built ahead has the old code in it. */
   if (sb->has_next) {
@@ -1251,6 +1326,81 @@ static void open_streams(void) {
 
 /* ---------- the monitor ---------- */
 
+/* Commands from the gateway, one per line, read as they come. */
+static char command[PATH_MAX + 128];
+static size_t command_len;
+
+/* --park: once the program waits for its start (it says "p"), report
+ * "parked" and wait for the gateway's "start HOSTNAME N" line and N bytes
+ * of arguments: the hostname is set from here (the program has no
+ * privilege left to), the arguments go on to the program as they are.
+ * Returns 0 once they did, or when the setup failed (the error pipe says
+ * how); -1 when the gateway let go of the sandbox first. */
+static int await_claim(int error_fd, pid_t child, int upper_fd, long long *started) {
+  STEP("await_claim");
+  struct pollfd fds[3] = { { start_sock[0], POLLIN, 0 }, { cfg.control_fd, POLLIN, 0 }, { error_fd, POLLIN, 0 } };
+  for (;;) {
+    if (poll(fds, 3, -1) < 0) { if (errno == EINTR) continue; die(EXIT_INIT, "poll"); }
+    if (fds[2].revents) return 0;
+    if (fds[0].revents) {
+      char parked;
+      if (read(start_sock[0], &parked, 1) != 1) return 0;
+      emit("{\"event\":\"parked\",\"pid\":%d,\"monitor\":%d,\"upper_fd\":%d}", child, getpid(), upper_fd);
+      /* Booted as far as it goes: the zygote may use the CPU again. */
+      if (booting_fd >= 0) close(booting_fd);
+      booting_fd = -1;
+      fds[0].fd = -1;
+    }
+    if (!fds[1].revents) continue;
+    ssize_t r = read(cfg.control_fd, command + command_len, sizeof command - command_len);
+    if (r <= 0) return -1;
+    command_len += (size_t)r;
+    char *newline = memchr(command, '\n', command_len);
+    if (!newline) {
+      if (command_len == sizeof command) { errno = E2BIG; die(EXIT_ARGS, "control line too long"); }
+      continue;
+    }
+    *newline = 0;
+    unsigned len;
+    char hostname[65], tail;
+    if (sscanf(command, "start %64s %u%c", hostname, &len, &tail) != 2 || len == 0 || len > MAX_START) {
+      errno = EINVAL;
+      die(EXIT_ARGS, "a parked sandbox takes only \"start HOSTNAME N\", got \"%.64s\"", command);
+    }
+    *started = now_us();
+    STEP("start_priority");
+    if (setpriority(PRIO_PROCESS, 0, 0) < 0 || setpriority(PRIO_PROCESS, (id_t)child, 0) < 0) die(EXIT_INIT, "setpriority");
+    char path[64], pids[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", child, child);
+    int children = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t got = children >= 0 ? read(children, pids, sizeof pids - 1) : -1;
+    if (children >= 0) close(children);
+    pid_t program = got > 0 ? (pid_t)atoi(pids) : 0;  /* the init's only child, parked */
+    if (program <= 0 || setpriority(PRIO_PROCESS, (id_t)program, 0) < 0) die(EXIT_INIT, "setpriority of the program");
+    STEP("start_hostname");
+    if (set_sandbox_hostname(child, hostname) < 0) die(EXIT_MOUNT, "sethostname %s", hostname);
+    STEP("pass_start");
+    size_t have = command_len - (size_t)(newline + 1 - command);
+    size_t first = have < len ? have : len;
+    uint32_t len32 = len;
+    /* A program gone meanwhile is told by the error pipe, so sends may fail. */
+    int passing = send_full(start_sock[0], &len32, sizeof len32) == 0 && send_full(start_sock[0], newline + 1, first) == 0;
+    for (size_t left = len - first; left > 0;) {
+      ssize_t n = read(cfg.control_fd, command, left < sizeof command ? left : sizeof command);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return -1;
+      if (passing) passing = send_full(start_sock[0], command, (size_t)n) == 0;
+      left -= (size_t)n;
+    }
+    /* Whatever followed the arguments is the next command. */
+    command_len = have > first ? have - first : 0;
+    memmove(command, newline + 1 + first, command_len);
+    close(start_sock[0]);
+    start_sock[0] = -1;
+    return 0;
+  }
+}
+
 /* t1: CLOCK_MONOTONIC when the monitor saw its child go (diagnostics). */
 static void report_exit(int status) {
   if (WIFEXITED(status)) emit("{\"event\":\"exit\",\"code\":%d,\"t1\":%lld}", WEXITSTATUS(status), now_us());
@@ -1285,6 +1435,12 @@ static int run_monitor(int argc, char **argv) {
     if (cfg.seccomp_fd < 0) die(EXIT_ARGS, "open %s", cfg.seccomp_file);
   }
 
+  /* Booted ahead, the sandbox is made at the lowest priority: on a host
+   * with few cores it must not slow the sandboxes that run. Its monitor,
+   * init and program get the usual one back when it is started. */
+  STEP("park_nice");
+  if (cfg.park && setpriority(PRIO_PROCESS, 0, 19) < 0) die(EXIT_ARGS, "setpriority");
+
   STEP("probe_overlay");
   if (attach_uppers < 0) attach_uppers = !detached_upper_works();
   if (attach_uppers) enter_private_mount_namespace();
@@ -1307,6 +1463,7 @@ static int run_monitor(int argc, char **argv) {
   STEP("pipes");
   if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(error_pipe, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0)
     die(EXIT_CLONE, "pipe2");
+  if (cfg.park && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, start_sock) < 0) die(EXIT_CLONE, "socketpair");
 
   STEP("clone3");
   struct clone_args args;
@@ -1338,10 +1495,14 @@ static int run_monitor(int argc, char **argv) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die(EXIT_CLONE, "PR_SET_PDEATHSIG");
     sandbox_init(sb.layer.root_fd);
   }
+  /* A gateway gone before we report must not kill us with SIGPIPE before
+   * we reap the child. Set after the clone: the program keeps the default. */
+  signal(SIGPIPE, SIG_IGN);
   if (cgroup_fd >= 0) close(cgroup_fd);
   close(go_pipe[0]);
   close(error_pipe[1]);
   close(exit_pipe[1]);
+  if (start_sock[1] >= 0) close(start_sock[1]);
   /* sb.layer.root_fd stays open: a reset steps into the sandbox's root by it. */
   sb.init = child;
   /* The program's streams are the child's business from here on. */
@@ -1353,6 +1514,13 @@ static int run_monitor(int argc, char **argv) {
   STEP("release");
   if (write(go_pipe[1], "g", 1) != 1) die(EXIT_IDMAP, "release child");
   close(go_pipe[1]);
+
+  /* Booted ahead: the boot is timed from the start command on. */
+  if (cfg.park && await_claim(error_pipe[0], child, sb.upper_alias, &started) < 0) {
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    return 0;
+  }
 
   /* EOF on the error pipe: the program's execve succeeded, or it died. */
   char error_line[1024];
@@ -1385,8 +1553,6 @@ static int run_monitor(int argc, char **argv) {
    * there, then wait for the init itself. */
   struct pollfd fds[3] = { { pidfd, POLLIN, 0 }, { cfg.control_fd, POLLIN, 0 }, { exit_pipe[0], POLLIN, 0 } };
   int status = 0, program_status = 0, reported = 0;
-  char command[PATH_MAX + 128];
-  size_t command_len = 0;
   for (;;) {
     if (poll(fds, 3, -1) < 0) { if (errno == EINTR) continue; die(EXIT_INIT, "poll"); }
     if (fds[0].revents) break;
@@ -1442,17 +1608,6 @@ static int run_monitor(int argc, char **argv) {
 }
 
 /* ---------- the zygote ---------- */
-
-static int read_full(int fd, void *buf, size_t len) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t n = read(fd, (char *)buf + got, len - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    got += (size_t)n;
-  }
-  return 0;
-}
 
 /* Live monitors, as pidfds: safe to signal even after their pids are reused. */
 static int monitors[65536];
