@@ -10,11 +10,12 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FnboxError } from '../errors.js';
-import { specToLauncherArgs, type SandboxSpec } from './spec.js';
+import { programArgs, specToLauncherArgs, type SandboxSpec } from './spec.js';
 
 /** What the launcher reports, one JSON object per line. */
 export type LauncherEvent =
   | { event: 'started'; pid: number; monitor: number; upper_fd: number; t0: number; us: number }
+  | { event: 'parked'; pid: number; monitor: number; upper_fd: number }
   | { event: 'error'; phase: number; step: string; errno: number; message: string; id?: string }
   | { event: 'reset'; ok: true; stale: number; t0: number; us: number }
   | { event: 'reset'; ok: false; quiet: boolean; step: string; errno: number; message: string }
@@ -47,6 +48,15 @@ export interface LaunchedSandbox {
   events: MonitorEvents;
 }
 
+/** A sandbox booted ahead (`--park`): whole but for its program, which start() runs. */
+export interface ParkedSandbox {
+  id: string;
+  monitorPid: number;
+  initPid: number;
+  /** Settles when the monitor is gone: the parked sandbox died or was let go. */
+  gone: Promise<void>;
+}
+
 /**
  * Events of one monitor after it started. Buffered until someone listens:
  * a short program's "exit" can arrive in the same read as "started".
@@ -56,6 +66,9 @@ export class MonitorEvents {
   private onEvent?: (event: LauncherEvent) => void;
   private onClose?: () => void;
   private closed = false;
+  private markGone!: () => void;
+  /** Settles when the monitor's control stream is closed. */
+  readonly gone = new Promise<void>((resolve) => (this.markGone = resolve));
 
   push(event: LauncherEvent): void {
     if (this.onEvent) this.onEvent(event);
@@ -65,6 +78,7 @@ export class MonitorEvents {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.markGone();
     this.onClose?.();
   }
 
@@ -82,6 +96,8 @@ interface PendingBoot {
   channel?: net.Socket;
   log?: net.Socket;
   started?: Extract<LauncherEvent, { event: 'started' }>;
+  /** A park() waits for this instead of "started". */
+  parking?: { parked?: Extract<LauncherEvent, { event: 'parked' }>; resolve: (sandbox: ParkedSandbox) => void };
   events: MonitorEvents;
   resolve: (sandbox: LaunchedSandbox) => void;
   reject: (error: FnboxError) => void;
@@ -138,6 +154,8 @@ export class Launcher {
     return this.zygote?.pid;
   }
   private readonly pending = new Map<string, PendingBoot>();
+  /** Parked sandboxes not started yet, by id. */
+  private readonly parked = new Map<string, PendingBoot>();
   private closed = false;
 
   private constructor(private readonly options: LauncherOptions, private readonly server: net.Server, socketPath: string) {
@@ -195,20 +213,60 @@ export class Launcher {
 
   /** Boots a sandbox: resolves once its program has been exec'd. */
   boot(spec: SandboxSpec): Promise<LaunchedSandbox> {
-    if (this.closed) return Promise.reject(new FnboxError('Unavailable', 'the launcher is shut down'));
-    if (this.pending.has(spec.id)) return Promise.reject(new FnboxError('SandboxError', `sandbox ${spec.id} is already booting`));
+    return new Promise<LaunchedSandbox>((resolve, reject) => this.send(spec, false, { resolve, reject }));
+  }
+
+  /**
+   * Boots a sandbox as far as its program's execve (`--park`): resolves
+   * once it waits for start(). Its id, ids, cgroup and everything it is
+   * built from are `spec`'s; what it runs comes with start().
+   */
+  park(spec: SandboxSpec): Promise<ParkedSandbox> {
+    return new Promise<ParkedSandbox>((resolve, reject) => this.send(spec, true, { resolve: () => {}, reject, parking: { resolve } }));
+  }
+
+  /**
+   * Runs `spec`'s program in the parked sandbox of the same id: resolves
+   * once it has been exec'd, as boot() does. `spec` must build what the
+   * parked one did (parkedShape()); only its hostname, program,
+   * environment and working directory are sent.
+   */
+  start(spec: SandboxSpec): Promise<LaunchedSandbox> {
+    const pending = this.parked.get(spec.id);
+    if (!pending?.control) return Promise.reject(new FnboxError('SandboxError', `sandbox ${spec.id} is not parked`));
+    this.parked.delete(spec.id);
+    const body = Buffer.from(`${programArgs(spec).join('\0')}\0`);
+    return new Promise<LaunchedSandbox>((resolve, reject) => {
+      this.track(spec.id, Object.assign(pending, { spec, resolve, reject, parking: undefined }));
+      pending.control!.write(Buffer.concat([Buffer.from(`start ${spec.hostname} ${body.length}\n`), body]));
+    });
+  }
+
+  /** Lets a parked sandbox go (its monitor kills it when its control stream closes). */
+  unpark(id: string): void {
+    const pending = this.parked.get(id);
+    this.parked.delete(id);
+    for (const socket of [pending?.control, pending?.channel, pending?.log]) socket?.destroy();
+  }
+
+  private send(spec: SandboxSpec, park: boolean, waiter: Pick<PendingBoot, 'resolve' | 'reject' | 'parking'>): void {
+    if (this.closed) return waiter.reject(new FnboxError('Unavailable', 'the launcher is shut down'));
+    if (this.pending.has(spec.id) || this.parked.has(spec.id)) return waiter.reject(new FnboxError('SandboxError', `sandbox ${spec.id} is already booting`));
     if (!this.zygote) this.startZygote();
-    const args = specToLauncherArgs(spec, this.socketPath);
+    const args = specToLauncherArgs(spec, this.socketPath, { park });
     const body = Buffer.from(`${args.join('\0')}\0`);
     const frame = Buffer.allocUnsafe(4 + body.length);
     frame.writeUInt32LE(body.length, 0);
     body.copy(frame, 4);
-    return new Promise<LaunchedSandbox>((resolve, reject) => {
-      const timeoutMs = this.options.bootTimeoutMs ?? 10_000;
-      const timer = setTimeout(() => this.fail(spec.id, new FnboxError('SandboxError', `sandbox ${spec.id} did not start within ${timeoutMs} ms`)), timeoutMs);
-      this.pending.set(spec.id, { spec, events: new MonitorEvents(), resolve, reject, timer });
-      this.zygote!.stdin.write(frame);
-    });
+    this.track(spec.id, { spec, events: new MonitorEvents(), ...waiter, timer: undefined as unknown as NodeJS.Timeout });
+    this.zygote!.stdin.write(frame);
+  }
+
+  /** Waits (up to the boot timeout) for `pending` to start, or to park. */
+  private track(id: string, pending: PendingBoot): void {
+    const timeoutMs = this.options.bootTimeoutMs ?? 10_000;
+    pending.timer = setTimeout(() => this.fail(id, new FnboxError('SandboxError', `sandbox ${id} did not start within ${timeoutMs} ms`)), timeoutMs);
+    this.pending.set(id, pending);
   }
 
   private accept(socket: net.Socket): void {
@@ -247,10 +305,16 @@ export class Launcher {
       const event = value as LauncherEvent;
       const booting = this.pending.get(id);
       if (booting === pending) {
-        if (event.event === 'started') {
+        if (event.event === 'started' && !pending.parking) {
           pending.started = event;
           this.maybeReady(id);
-        } else if (event.event === 'error') this.fail(id, launcherError(event, id));
+        } else if (event.event === 'parked' && pending.parking) {
+          pending.parking.parked = event;
+          this.maybeReady(id);
+        } else if (event.event === 'error' || event.event === 'started' || event.event === 'parked') {
+          // A park that "started" had its program's setup fail (or killed) before it could wait.
+          this.fail(id, event.event === 'error' ? launcherError(event, id) : new FnboxError('SandboxError', `sandbox ${id}: the monitor answered ${event.event} out of turn`));
+        }
         else pending.events.push(event);
       } else pending.events.push(event);
     });
@@ -273,23 +337,29 @@ export class Launcher {
 
   private maybeReady(id: string): void {
     const pending = this.pending.get(id);
-    if (!pending?.control || !pending.started) return;
+    if (!pending?.control || !(pending.parking ? pending.parking.parked : pending.started)) return;
     if (pending.spec.channelFd !== undefined && !pending.channel) return;
     if (pending.spec.captureLogs && !pending.log) return;
     clearTimeout(pending.timer);
     this.pending.delete(id);
-    pending.resolve({
-      id,
-      monitorPid: pending.started.monitor,
-      initPid: pending.started.pid,
-      upperFd: pending.started.upper_fd,
-      bootUs: pending.started.us,
-      monitorStartedUs: pending.started.t0,
-      control: pending.control,
-      channel: pending.channel,
-      log: pending.log,
-      events: pending.events,
-    });
+    const { parking, started, control } = pending;
+    if (parking?.parked) {
+      this.parked.set(id, pending);
+      parking.resolve({ id, monitorPid: parking.parked.monitor, initPid: parking.parked.pid, gone: pending.events.gone });
+    } else if (started) {
+      pending.resolve({
+        id,
+        monitorPid: started.monitor,
+        initPid: started.pid,
+        upperFd: started.upper_fd,
+        bootUs: started.us,
+        monitorStartedUs: started.t0,
+        control,
+        channel: pending.channel,
+        log: pending.log,
+        events: pending.events,
+      });
+    }
   }
 
   private fail(id: string, error: FnboxError): void {
@@ -314,6 +384,7 @@ export class Launcher {
   async close(): Promise<void> {
     this.closed = true;
     for (const id of [...this.pending.keys()]) this.fail(id, new FnboxError('Unavailable', 'the launcher is shutting down'));
+    for (const id of [...this.parked.keys()]) this.unpark(id);
     const zygote = this.zygote;
     if (zygote && zygote.exitCode === null && zygote.signalCode === null) {
       const exited = new Promise((resolve) => zygote.once('exit', resolve));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildSandboxSpec, MASKED_PATHS, READONLY_PATHS, specToLauncherArgs, type SandboxOptions } from './spec.js';
+import { buildSandboxSpec, MASKED_PATHS, parkedShape, programArgs, READONLY_PATHS, specToLauncherArgs, type SandboxOptions } from './spec.js';
 
 const base: SandboxOptions = {
   id: 'sb-1',
@@ -65,5 +65,39 @@ describe('specToLauncherArgs', () => {
     expect(pairs('--small-layer-bytes')).toEqual(['262144']);
     expect(args).toContain('--capture-logs');
     expect(args.slice(args.indexOf('--'))).toEqual(['--', ...base.argv]);
+  });
+});
+
+describe('parking (--park)', () => {
+  it('builds the whole sandbox but sends no program: that comes with start', () => {
+    const spec = buildSandboxSpec({ ...base, env: { A: '1' }, cwd: '/tmp' });
+    const parked = specToLauncherArgs(spec, '/state/run/launcher.sock', { park: true });
+    expect(parked).toContain('--park');
+    for (const flag of ['--', '--hostname', '--chdir', '--setenv']) expect(parked).not.toContain(flag);
+    expect(programArgs(spec)).toEqual(['--chdir', '/tmp', ...spec.env.flatMap((entry) => ['--setenv', entry]), '--', ...base.argv]);
+    // Unparked, the same arguments make up the whole command line.
+    const whole = specToLauncherArgs(spec, '/state/run/launcher.sock');
+    expect(whole.slice(whole.length - programArgs(spec).length)).toEqual(programArgs(spec));
+    expect(whole[whole.indexOf('--hostname') + 1]).toBe('fnbox-sb-1');
+  });
+
+  it('counts two sandboxes alike when only their identity and program differ', () => {
+    const a = buildSandboxSpec(base);
+    const b = buildSandboxSpec({
+      ...base,
+      id: 'sb-2',
+      hostIdBase: 200_000_000,
+      argv: ['/bin/true'],
+      env: { B: '2' },
+      cwd: '/tmp',
+      hostname: 'other',
+      cgroup: { cloneInto: '/sys/fs/cgroup/unified/fnbox/sb-2', attachBeforeRelease: ['/sys/fs/cgroup/memory/fnbox/sb-2'] },
+    });
+    expect(parkedShape(b)).toBe(parkedShape(a));
+    // What the sandbox is built from is its shape.
+    expect(parkedShape(buildSandboxSpec({ ...base, layers: ['/images/node/rootfs'] }))).not.toBe(parkedShape(a));
+    expect(parkedShape(buildSandboxSpec({ ...base, limits: { ...base.limits, tmpBytes: 1 << 20 } }))).not.toBe(parkedShape(a));
+    expect(parkedShape(buildSandboxSpec({ ...base, channel: false }))).not.toBe(parkedShape(a));
+    expect(parkedShape(buildSandboxSpec({ ...base, seccompFile: '/other.bpf' }))).not.toBe(parkedShape(a));
   });
 });

@@ -203,8 +203,25 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
   };
 }
 
-/** The launcher's command line for a spec (after the program name). */
-export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): string[] {
+/**
+ * What a spec runs, as opposed to how its sandbox is built: the arguments
+ * a parked sandbox (`--park`) takes with its "start" command (which names
+ * the hostname too).
+ */
+export function programArgs(spec: SandboxSpec): string[] {
+  const args = ['--chdir', spec.cwd];
+  for (const entry of spec.env) args.push('--setenv', entry);
+  args.push('--', ...spec.argv);
+  return args;
+}
+
+/**
+ * The launcher's command line for a spec (after the program name). With
+ * `park`, the sandbox is built but its program waits for a start command
+ * carrying programArgs(): two specs whose parked command lines match (but
+ * for the sandbox's own id, ids and cgroup) build the same sandbox.
+ */
+export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string, options: { park?: boolean } = {}): string[] {
   const args: string[] = [];
   const add = (flag: string, value: string | number): void => {
     args.push(flag, String(value));
@@ -213,6 +230,7 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): str
     add('--connect', connectPath);
     add('--id', spec.id);
   }
+  if (options.park) args.push('--park');
   for (const lower of spec.lowers) add('--lower', lower);
   add('--upper-size', spec.upperBytes);
   add('--upper-inodes', spec.upperInodes);
@@ -223,7 +241,6 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): str
   for (const mask of spec.masks) add('--mask', mask);
   for (const path of spec.readonlyPaths) add('--readonly', path);
   for (const [key, value] of Object.entries(spec.sysctls)) add('--sysctl', `${key}=${value}`);
-  add('--hostname', spec.hostname);
   if (spec.loopbackUp) args.push('--loopback-up');
   for (const map of spec.uidMaps) add('--uid-map', `${map.inside}:${map.outside}:${map.count}`);
   for (const map of spec.gidMaps) add('--gid-map', `${map.inside}:${map.outside}:${map.count}`);
@@ -231,13 +248,19 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string): str
   for (const dir of spec.attachCgroups) add('--cgroup1', dir);
   add('--uid', spec.uid);
   add('--gid', spec.gid);
-  add('--chdir', spec.cwd);
-  for (const entry of spec.env) add('--setenv', entry);
   for (const limit of spec.rlimits) add('--rlimit', `${limit.name}=${limit.soft}:${limit.hard}`);
   if (spec.channelFd !== undefined) add('--channel-fd', spec.channelFd);
   if (spec.gateFd !== undefined) add('--gate-fd', spec.gateFd);
   if (spec.captureLogs) args.push('--capture-logs');
   if (spec.seccompFile) add('--seccomp-file', spec.seccompFile);
-  args.push('--', ...spec.argv);
+  if (!options.park) args.push('--hostname', spec.hostname, ...programArgs(spec));
   return args;
+}
+
+/**
+ * What makes two sandboxes interchangeable before their program starts:
+ * everything they are built from but their identity (id, host ids, cgroup).
+ */
+export function parkedShape(spec: SandboxSpec): string {
+  return JSON.stringify(specToLauncherArgs({ ...spec, id: '', uidMaps: [], gidMaps: [], cloneIntoCgroup: undefined, attachCgroups: [] }, undefined, { park: true }));
 }
