@@ -8,12 +8,13 @@ import { join, resolve } from 'node:path';
 import { DEFAULT_LAUNCHER } from '../paths.js';
 import { FnboxError } from '../errors.js';
 import { InFlight } from '../in-flight.js';
-import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver, type CgroupLimits } from './cgroup/index.js';
-import { CgroupReserve, newSandboxId } from './cgroup/reserve.js';
+import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver, type CgroupLimits, type SandboxCgroup } from './cgroup/index.js';
+import { CgroupReserve, newSandboxId, sameLimits } from './cgroup/reserve.js';
 import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
 import { Launcher } from './launcher.js';
-import { Sandbox } from './sandbox.js';
-import { buildSandboxSpec, type SandboxLimits } from './spec.js';
+import { ParkedReserve, type ParkedBoot } from './parked.js';
+import { awaitMonitorGone, Sandbox } from './sandbox.js';
+import { buildSandboxSpec, ID_RANGE, parkedShape, type SandboxLimits, type SandboxSpec } from './spec.js';
 import { writePolicyFile } from '../seccomp/index.js';
 
 export { DEFAULT_LAUNCHER, PROJECT_ROOT } from '../paths.js';
@@ -39,7 +40,23 @@ export interface SandboxHostOptions {
   bootTimeoutMs?: number;
   /** Network namespaces the launcher keeps ready (0: each boot makes its own). */
   netnsPool?: number;
+  /**
+   * Sandboxes kept booted ahead, but for their program, in the shape of the
+   * latest boot (src/sandbox/parked.ts); 0: every boot starts from nothing.
+   */
+  parkAhead?: number;
 }
+
+export interface ParkedSandboxInfo {
+  id: string;
+  monitorPid: number;
+  initPid: number;
+  hostIdBase: number;
+  cgroupDirs: string[];
+}
+
+/** The default parkAhead: one boot in the latest boot's shape, paid ahead. */
+export const PARK_AHEAD = 1;
 
 export interface BootRequest {
   id?: string;
@@ -61,6 +78,7 @@ export class SandboxHost {
   /** close() waits for boots under way, or their cgroups would outlive it. */
   private readonly booting = new InFlight();
   private readonly cgroupReserve: CgroupReserve;
+  private readonly parkedReserve: ParkedReserve;
 
   private constructor(
     readonly stateDir: string,
@@ -75,8 +93,10 @@ export class SandboxHost {
     readonly seccompFile: string,
     /** Host settings that would make boots faster (logged at start, shown by /healthz). */
     readonly tuningHints: string[],
+    parkAhead: number,
   ) {
     this.cgroupReserve = new CgroupReserve(cgroups, CGROUP_RESERVE);
+    this.parkedReserve = new ParkedReserve(parkAhead, (boot) => this.booting.track(this.releaseParked(boot)));
   }
 
   static async open(options: SandboxHostOptions): Promise<SandboxHost> {
@@ -97,7 +117,8 @@ export class SandboxHost {
     rmSync(runDir, { recursive: true, force: true });
     const launcher = await Launcher.start({ binary, runDir, bootTimeoutMs: options.bootTimeoutMs, netnsPool: options.netnsPool });
     const seccompFile = writePolicyFile(runDir);
-    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES), swept, seccompFile, hints);
+    const ids = new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES);
+    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, ids, swept, seccompFile, hints, options.parkAhead ?? PARK_AHEAD);
   }
 
   live(): Sandbox[] {
@@ -111,10 +132,51 @@ export class SandboxHost {
   boot(request: BootRequest): Promise<Sandbox> {
     if (this.closing) return Promise.reject(new FnboxError('Unavailable', 'the sandbox host is shutting down'));
     const boot = this.booting.track(this.bootOnce(request));
-    // Checked on a later turn, when this boot no longer counts as under way.
-    const refill = (): void => this.cgroupReserve.refillWhen(() => this.booting.count === 0 && !this.closing);
-    void boot.then(refill, refill);
+    void boot.then(() => this.refill(request), () => this.refill(request));
     return boot;
+  }
+
+  /** Makes ahead what the next boot like `request` needs, once nothing boots (checked on a later turn). */
+  private refill(request: BootRequest): void {
+    const quiet = (): boolean => this.booting.count === 0 && !this.closing;
+    this.cgroupReserve.refillWhen(quiet);
+    if (request.id !== undefined) return;
+    let shape: string;
+    try {
+      shape = this.shapeOf(request);
+    } catch {
+      return;
+    }
+    this.parkedReserve.refillWhen(quiet, shape, () => {
+      const parking = this.booting.track(this.park(request));
+      void parking.then(() => this.refill(request), () => {});
+      return parking;
+    });
+  }
+
+  /**
+   * Resolves once nothing is booting, parking or being let go, and no
+   * refill of what is made ahead is scheduled: what the host holds then
+   * stays as it is until the next boot (tests compare snapshots).
+   */
+  async idle(): Promise<void> {
+    for (;;) {
+      await this.booting.settled();
+      // Refills are scheduled for a later turn of the event loop.
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      if (this.booting.count === 0 && !this.cgroupReserve.refilling && !this.parkedReserve.refilling) return;
+    }
+  }
+
+  /** Sandboxes parked now, booted ahead of their program: what they hold (diagnostics and tests). */
+  parked(): ParkedSandboxInfo[] {
+    return this.parkedReserve.list().map((boot) => ({
+      id: boot.spec.id,
+      monitorPid: boot.parked.monitorPid,
+      initPid: boot.parked.initPid,
+      hostIdBase: boot.hostIdBase,
+      cgroupDirs: [...boot.cgroup.dirs],
+    }));
   }
 
   /** Cgroups made ahead for the next boots (diagnostics and tests). */
@@ -129,8 +191,15 @@ export class SandboxHost {
 
   private async bootOnce(request: BootRequest): Promise<Sandbox> {
     if (request.id !== undefined && this.sandboxes.has(request.id)) throw new FnboxError('SandboxError', `sandbox ${request.id} already exists`);
-    const limits = { ...DEFAULT_LIMITS, ...request.limits };
-    const cgroupLimits: CgroupLimits = { memoryBytes: limits.memoryBytes, cpus: limits.cpus, cpuPeriodUs: CPU_PERIOD_US, pidsMax: limits.pidsMax };
+    const parked = request.id === undefined && this.parkedReserve.available > 0 ? this.parkedReserve.take(this.shapeOf(request)) : undefined;
+    if (parked) {
+      try {
+        return await this.startParked(parked, request);
+      } catch {
+        // Its sandbox is gone (killed while parked, say): boot one the usual way.
+      }
+    }
+    const cgroupLimits = this.cgroupLimitsOf(request);
     const hostIdBase = this.ids.acquire();
     let id: string;
     let cgroup;
@@ -143,22 +212,7 @@ export class SandboxHost {
       throw error;
     }
     try {
-      const spec = buildSandboxSpec({
-        id,
-        layers: request.layers,
-        argv: request.argv,
-        env: request.env,
-        cwd: request.cwd,
-        hostname: request.hostname,
-        limits,
-        hostIdBase,
-        rootMountpoint: this.launcher.rootMountpoint,
-        scratchDir: this.launcher.scratchDir,
-        channel: request.channel,
-        captureLogs: request.captureLogs,
-        seccompFile: request.seccompFile === false ? undefined : (request.seccompFile ?? this.seccompFile),
-        cgroup,
-      });
+      const spec = this.specFor(request, id, hostIdBase, cgroup);
       const launched = await this.launcher.boot(spec);
       const sandbox = new Sandbox(spec, cgroup, hostIdBase, launched, {
         cgroups: this.cgroups,
@@ -175,6 +229,92 @@ export class SandboxHost {
     }
   }
 
+  private specFor(request: BootRequest, id: string, hostIdBase: number, cgroup?: SandboxCgroup): SandboxSpec {
+    return buildSandboxSpec({
+      id,
+      layers: request.layers,
+      argv: request.argv,
+      env: request.env,
+      cwd: request.cwd,
+      hostname: request.hostname,
+      limits: { ...DEFAULT_LIMITS, ...request.limits },
+      hostIdBase,
+      rootMountpoint: this.launcher.rootMountpoint,
+      scratchDir: this.launcher.scratchDir,
+      channel: request.channel,
+      captureLogs: request.captureLogs,
+      seccompFile: request.seccompFile === false ? undefined : (request.seccompFile ?? this.seccompFile),
+      cgroup,
+    });
+  }
+
+  /** What a parked sandbox must have been built from to run `request` (see parkedShape). */
+  private shapeOf(request: BootRequest): string {
+    return parkedShape(this.specFor(request, 'shape', ID_RANGE));
+  }
+
+  private cgroupLimitsOf(request: BootRequest): CgroupLimits {
+    const limits = { ...DEFAULT_LIMITS, ...request.limits };
+    return { memoryBytes: limits.memoryBytes, cpus: limits.cpus, cpuPeriodUs: CPU_PERIOD_US, pidsMax: limits.pidsMax };
+  }
+
+  /** Boots a sandbox for a boot like `request`, as far as its program. */
+  private async park(request: BootRequest): Promise<ParkedBoot> {
+    const cgroupLimits = this.cgroupLimitsOf(request);
+    const hostIdBase = this.ids.acquire();
+    let reserved: ReturnType<CgroupReserve['take']>;
+    let cgroup: SandboxCgroup;
+    let id: string;
+    try {
+      reserved = this.cgroupReserve.take(cgroupLimits);
+      id = reserved?.id ?? newSandboxId();
+      cgroup = reserved?.cgroup ?? this.cgroups.create(id, cgroupLimits);
+    } catch (error) {
+      this.ids.release(hostIdBase);
+      throw error;
+    }
+    try {
+      const spec = this.specFor(request, id, hostIdBase, cgroup);
+      const parked = await this.launcher.park(spec);
+      return { spec, shape: parkedShape(spec), cgroup, cgroupLimits, hostIdBase, parked };
+    } catch (error) {
+      this.cgroups.kill(cgroup);
+      await this.cgroups.destroy(cgroup).catch(() => {});
+      this.ids.release(hostIdBase);
+      throw error;
+    }
+  }
+
+  /** Runs `request`'s program in a parked sandbox of its shape; on failure, the parked one is gone. */
+  private async startParked(parked: ParkedBoot, request: BootRequest): Promise<Sandbox> {
+    const { cgroup, hostIdBase } = parked;
+    try {
+      const cgroupLimits = this.cgroupLimitsOf(request);
+      if (!sameLimits(cgroupLimits, parked.cgroupLimits)) this.cgroups.setLimits(cgroup, cgroupLimits, parked.cgroupLimits);
+      const spec = this.specFor(request, parked.spec.id, hostIdBase, cgroup);
+      const launched = await this.launcher.start(spec);
+      const sandbox = new Sandbox(spec, cgroup, hostIdBase, launched, {
+        cgroups: this.cgroups,
+        ids: this.ids,
+        onGone: (gone) => this.sandboxes.delete(gone.id),
+      });
+      this.sandboxes.set(spec.id, sandbox);
+      return sandbox;
+    } catch (error) {
+      await this.releaseParked(parked);
+      throw error;
+    }
+  }
+
+  /** Gives back all a parked sandbox holds: its processes, cgroup and ids. */
+  private async releaseParked(boot: ParkedBoot): Promise<void> {
+    this.cgroups.kill(boot.cgroup, boot.parked.initPid);
+    this.launcher.unpark(boot.spec.id);
+    await awaitMonitorGone(boot.parked.monitorPid, boot.parked.initPid, boot.parked.gone);
+    await this.cgroups.destroy(boot.cgroup).catch(() => {});
+    this.ids.release(boot.hostIdBase);
+  }
+
   /** Destroys every sandbox, stops the launcher, removes fnbox's cgroups. */
   close(): Promise<void> {
     this.closing ??= (async () => {
@@ -183,6 +323,8 @@ export class SandboxHost {
       // time: either way the parent cgroups could not go. Let them finish.
       await this.booting.settled();
       await Promise.all(this.live().map((sandbox) => sandbox.destroy()));
+      await this.parkedReserve.close();
+      await this.booting.settled();
       await this.launcher.close();
       await this.cgroupReserve.close();
       await this.cgroups.close();

@@ -45,6 +45,25 @@ async function killAndAwait(pids: number[], anyLeft: () => boolean): Promise<voi
   for (let i = 0; i < 200 && anyLeft(); i++) await sleep(1);
 }
 
+/**
+ * Once a monitor was told to go (its control stream closed): waits for it,
+ * SIGKILLs it if it takes over 3 s, then waits until the kernel lists
+ * neither it nor the sandbox's init.
+ */
+export async function awaitMonitorGone(monitorPid: number, initPid: number, gone: Promise<void>): Promise<void> {
+  if (!(await Promise.race([gone.then(() => true), sleep(3000).then(() => false)]))) {
+    try {
+      process.kill(monitorPid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+    await gone;
+  }
+  // The control stream closes as the monitor exits, a moment before the
+  // kernel has reaped it.
+  for (let i = 0; i < 1000 && (existsSync(`/proc/${monitorPid}`) || existsSync(`/proc/${initPid}`)); i++) await sleep(1);
+}
+
 interface SandboxDeps {
   cgroups: CgroupDriver;
   ids: IdRanges;
@@ -380,19 +399,8 @@ export class Sandbox {
     this.kill();
     // Closing the control stream also tells the monitor to kill its child.
     this.launched.control.end();
-    const gone = await Promise.race([this.monitorGone.then(() => true), sleep(3000).then(() => false)]);
-    if (!gone) {
-      try {
-        process.kill(this.monitorPid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-      await this.monitorGone;
-    }
+    await awaitMonitorGone(this.monitorPid, this.initPid, this.monitorGone);
     for (const socket of [this.launched.control, this.launched.channel, this.launched.log]) socket?.destroy();
-    // The control stream closes as the monitor exits, a moment before the
-    // kernel has reaped it: wait until neither it nor the init is listed.
-    for (let i = 0; i < 1000 && (existsSync(`/proc/${this.monitorPid}`) || existsSync(`/proc/${this.initPid}`)); i++) await sleep(1);
     this.callMeter?.close();
     this.closeUpperDir();
     await this.deps.cgroups.destroy(this.cgroup);

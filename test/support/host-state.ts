@@ -104,17 +104,20 @@ export function leftoversInRange(hostIdBase: number): string[] {
   return processesWithUidIn(hostIdBase, hostIdBase + ID_RANGE);
 }
 
+type MadeAhead = Pick<SandboxHost, 'cgroupParentName' | 'reservedCgroupDirs' | 'parked'>;
+
 /**
- * A host's cgroup directories other than the empty ones it made ahead for
- * its next boots (src/sandbox/cgroup/reserve.ts): those of its sandboxes,
- * and its parents.
+ * A host's cgroup directories other than those it made ahead for its next
+ * boots (the empty ones of src/sandbox/cgroup/reserve.ts, and those of the
+ * sandboxes it keeps parked, src/sandbox/parked.ts): those of its
+ * sandboxes, and its parents.
  */
-export function sandboxCgroupDirs(host: Pick<SandboxHost, 'cgroupParentName' | 'reservedCgroupDirs'>): string[] {
-  const reserved = new Set(host.reservedCgroupDirs());
-  return fnboxCgroupDirs(host.cgroupParentName).filter((dir) => !reserved.has(dir));
+export function sandboxCgroupDirs(host: MadeAhead): string[] {
+  const ahead = new Set([...host.reservedCgroupDirs(), ...host.parked().flatMap((parked) => parked.cgroupDirs)]);
+  return fnboxCgroupDirs(host.cgroupParentName).filter((dir) => !ahead.has(dir));
 }
 
-export function snapshot(stateDir: string, host: Pick<SandboxHost, 'cgroupParentName' | 'reservedCgroupDirs'>): HostState {
+export function snapshot(stateDir: string, host: MadeAhead): HostState {
   return {
     mounts: hostMounts(),
     cgroupDirs: sandboxCgroupDirs(host),

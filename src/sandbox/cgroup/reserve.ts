@@ -15,7 +15,7 @@ export function newSandboxId(): string {
   return `sb-${randomBytes(6).toString('hex')}`;
 }
 
-function sameLimits(a: CgroupLimits, b: CgroupLimits): boolean {
+export function sameLimits(a: CgroupLimits, b: CgroupLimits): boolean {
   return a.memoryBytes === b.memoryBytes && a.cpus === b.cpus && a.cpuPeriodUs === b.cpuPeriodUs && a.pidsMax === b.pidsMax;
 }
 
@@ -30,6 +30,11 @@ export class CgroupReserve {
     private readonly driver: CgroupDriver,
     private readonly size: number,
   ) {}
+
+  /** A refill is scheduled: the count may still change. */
+  get refilling(): boolean {
+    return this.refillScheduled;
+  }
 
   /** How many cgroups are ready now. */
   get available(): number {
