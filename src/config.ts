@@ -38,6 +38,13 @@ export const ConfigSchema = z.object({
   hangupGraceMs: mb('hangupGraceMs', 0, 900_000, 1000),
   /** Spare runtimes kept per function shape in use, adopted by cold starts; 0 turns them off. */
   spares: mb('spares', 0, 8, 1),
+  /**
+   * Sandboxes kept booted ahead of their program in the shape of the latest
+   * boot (src/sandbox/parked.ts). Off by default here: the gateway's cold
+   * starts adopt spare runtimes, and with many function shapes a parked
+   * sandbox is often let go unused, a boot's CPU spent for nothing.
+   */
+  parkAhead: mb('parkAhead', 0, 8, 0),
   /** Deploy the examples/ functions at start. */
   examples: z.coerce.boolean().default(false),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -49,7 +56,7 @@ const ENV: Record<string, keyof Config> = {
   FNBOX_HOST: 'host', FNBOX_PORT: 'port', FNBOX_STATE_DIR: 'stateDir', FNBOX_IMAGES_DIR: 'imagesDir',
   FNBOX_ADMIN_TOKEN: 'adminToken', FNBOX_INVOKE_TOKEN: 'invokeToken', FNBOX_CAPACITY_MB: 'capacityMb',
   FNBOX_MAX_PAYLOAD_MB: 'maxPayloadMb', FNBOX_MAX_UPLOAD_MB: 'maxUploadMb', FNBOX_MAX_BUFFERED_MB: 'maxBufferedMb', FNBOX_QUEUE_WAIT_MS: 'queueWaitMs',
-  FNBOX_SHUTDOWN_GRACE_MS: 'shutdownGraceMs', FNBOX_REQUEST_TIMEOUT_MS: 'requestTimeoutMs', FNBOX_BODY_IDLE_MS: 'bodyIdleMs', FNBOX_MAX_CONNECTIONS: 'maxConnections', FNBOX_HANGUP_GRACE_MS: 'hangupGraceMs', FNBOX_SPARES: 'spares', FNBOX_EXAMPLES: 'examples',
+  FNBOX_SHUTDOWN_GRACE_MS: 'shutdownGraceMs', FNBOX_REQUEST_TIMEOUT_MS: 'requestTimeoutMs', FNBOX_BODY_IDLE_MS: 'bodyIdleMs', FNBOX_MAX_CONNECTIONS: 'maxConnections', FNBOX_HANGUP_GRACE_MS: 'hangupGraceMs', FNBOX_SPARES: 'spares', FNBOX_PARK_AHEAD: 'parkAhead', FNBOX_EXAMPLES: 'examples',
   FNBOX_LOG_LEVEL: 'logLevel',
 };
 

@@ -168,6 +168,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     hints: deps.host.tuningHints,
     sandboxes: deps.host.live().length,
     reservedCgroups: deps.host.reservedCgroupDirs(),
+    parked: deps.host.parked(),
     functions: deps.store.list().length,
     capacity: { usedBytes: deps.dispatcher.capacity.usedBytes, limitBytes: deps.dispatcher.capacity.limitBytes },
     bodies: { usedBytes: deps.bodies.usedBytes, limitBytes: deps.bodies.limitBytes },
