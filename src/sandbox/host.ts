@@ -191,7 +191,8 @@ export class SandboxHost {
 
   private async bootOnce(request: BootRequest): Promise<Sandbox> {
     if (request.id !== undefined && this.sandboxes.has(request.id)) throw new FnboxError('SandboxError', `sandbox ${request.id} already exists`);
-    const parked = request.id === undefined && this.parkedReserve.available > 0 ? this.parkedReserve.take(this.shapeOf(request)) : undefined;
+    const mayPark = request.id === undefined && (this.parkedReserve.available > 0 || this.parkedReserve.refilling);
+    const parked = mayPark ? await this.parkedReserve.take(this.shapeOf(request)) : undefined;
     if (parked) {
       try {
         return await this.startParked(parked, request);

@@ -39,9 +39,12 @@ export interface LaunchedSandbox {
   monitorPid: number;
   initPid: number;
   upperFd: number;
+  /** µs in the monitor until the program was exec'd: from its start, or from the start command when parked. */
   bootUs: number;
-  /** When the monitor began, CLOCK_MONOTONIC in µs (the clock of `process.hrtime`). */
+  /** When the monitor began (or, parked, took the start command), CLOCK_MONOTONIC in µs (the clock of `process.hrtime`). */
   monitorStartedUs: number;
+  /** Booted ahead (park()) and started by start(). */
+  parked: boolean;
   control: net.Socket;
   channel?: net.Socket;
   log?: net.Socket;
@@ -96,6 +99,8 @@ interface PendingBoot {
   channel?: net.Socket;
   log?: net.Socket;
   started?: Extract<LauncherEvent, { event: 'started' }>;
+  /** Parked once, now started by start(). */
+  wasParked?: boolean;
   /** A park() waits for this instead of "started". */
   parking?: { parked?: Extract<LauncherEvent, { event: 'parked' }>; resolve: (sandbox: ParkedSandbox) => void };
   events: MonitorEvents;
@@ -237,7 +242,7 @@ export class Launcher {
     this.parked.delete(spec.id);
     const body = Buffer.from(`${programArgs(spec).join('\0')}\0`);
     return new Promise<LaunchedSandbox>((resolve, reject) => {
-      this.track(spec.id, Object.assign(pending, { spec, resolve, reject, parking: undefined }));
+      this.track(spec.id, Object.assign(pending, { spec, resolve, reject, parking: undefined, wasParked: true }));
       pending.control!.write(Buffer.concat([Buffer.from(`start ${spec.hostname} ${body.length}\n`), body]));
     });
   }
@@ -354,6 +359,7 @@ export class Launcher {
         upperFd: started.upper_fd,
         bootUs: started.us,
         monitorStartedUs: started.t0,
+        parked: pending.wasParked === true,
         control,
         channel: pending.channel,
         log: pending.log,

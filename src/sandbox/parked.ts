@@ -22,15 +22,10 @@ export interface ParkedBoot {
   parked: ParkedSandbox;
 }
 
-/**
- * How long after the latest boot (or parking) settles a refill waits:
- * parking is a boot's worth of CPU, and right after a boot the sandbox just
- * started has its own start-up to run on this host's few cores.
- */
-export const REFILL_DELAY_MS = 0;
-
 export class ParkedReserve {
   private readonly ready: ParkedBoot[] = [];
+  /** The parking under way, and the boot waiting for it, if one is. */
+  private parking?: { shape: string; waiter?: (boot: ParkedBoot | undefined) => void };
   private refillScheduled = false;
   private closed = false;
 
@@ -41,9 +36,9 @@ export class ParkedReserve {
     private readonly release: (boot: ParkedBoot) => Promise<void>,
   ) {}
 
-  /** A refill is scheduled: a parking may begin. */
+  /** A refill is scheduled or under way: what is parked may change. */
   get refilling(): boolean {
-    return this.refillScheduled;
+    return this.refillScheduled || this.parking !== undefined;
   }
 
   get available(): number {
@@ -55,27 +50,40 @@ export class ParkedReserve {
     return [...this.ready];
   }
 
-  /** A parked sandbox of `shape`, now the caller's, or undefined. */
-  take(shape: string): ParkedBoot | undefined {
+  /**
+   * A parked sandbox of `shape`, now the caller's; or the one being parked
+   * in that shape, once it is (a boot that came while it was under way is
+   * done sooner that way than by a boot of its own beside it, which would
+   * also share the CPU with it); or undefined.
+   */
+  async take(shape: string): Promise<ParkedBoot | undefined> {
     const index = this.ready.findIndex((boot) => boot.shape === shape);
-    return index < 0 ? undefined : this.ready.splice(index, 1)[0];
+    if (index >= 0) return this.ready.splice(index, 1)[0];
+    const parking = this.parking;
+    if (parking?.shape !== shape || parking.waiter) return undefined;
+    return new Promise((resolve) => (parking.waiter = resolve));
   }
 
   /**
-   * Parks sandboxes of `shape` (made by `park`), one at a time and
-   * REFILL_DELAY_MS apart, while `quiet()` says nothing boots, until `size`
-   * are ready; parked ones of another shape are let go first.
+   * Parks sandboxes of `shape` (made by `park`) on later event-loop turns,
+   * one at a time, while `quiet()` says nothing boots, until `size` are
+   * ready; parked ones of another shape are let go first.
    */
   refillWhen(quiet: () => boolean, shape: string, park: () => Promise<ParkedBoot>): void {
-    if (this.refillScheduled || this.closed || this.size === 0) return;
+    if (this.refillScheduled || this.parking || this.closed || this.size === 0) return;
     this.refillScheduled = true;
-    setTimeout(() => {
+    setImmediate(() => {
       this.refillScheduled = false;
-      if (this.closed || !quiet()) return;
+      if (this.parking || this.closed || !quiet()) return;
       for (const stale of this.ready.filter((boot) => boot.shape !== shape)) this.letGo(stale);
       if (this.ready.length >= this.size) return;
+      const parking: NonNullable<ParkedReserve['parking']> = { shape };
+      this.parking = parking;
       park().then(
         (boot) => {
+          this.parking = undefined;
+          if (parking.waiter && !this.closed) return parking.waiter(boot);
+          parking.waiter?.(undefined);
           if (this.closed || boot.shape !== shape) return void this.release(boot);
           this.ready.push(boot);
           // Dead while parked (killed, or its setup failed late): gone from the reserve.
@@ -83,9 +91,12 @@ export class ParkedReserve {
           this.refillWhen(quiet, shape, park);
         },
         // The boot that wanted one boots the usual way, and says why if it cannot.
-        () => {},
+        () => {
+          this.parking = undefined;
+          parking.waiter?.(undefined);
+        },
       );
-    }, REFILL_DELAY_MS);
+    });
   }
 
   private letGo(boot: ParkedBoot): void {

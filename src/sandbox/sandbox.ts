@@ -77,6 +77,8 @@ export class Sandbox {
   readonly bootUs: number;
   /** When its monitor began (µs, the clock of `process.hrtime`): what came before is the gateway's and the zygote's. */
   readonly monitorStartedUs: number;
+  /** It was booted ahead of its program and started by its boot (src/sandbox/parked.ts). */
+  readonly bootedAhead: boolean;
   readonly createdAt = Date.now();
   /** Resolves once the sandbox's program (and with it the sandbox) is gone. */
   readonly exited: Promise<ExitInfo>;
@@ -113,6 +115,7 @@ export class Sandbox {
     this.monitorPid = launched.monitorPid;
     this.bootUs = launched.bootUs;
     this.monitorStartedUs = launched.monitorStartedUs;
+    this.bootedAhead = launched.parked;
     this.upperFd = launched.upperFd;
     let resolveExit!: (info: ExitInfo) => void;
     let resolveGone!: () => void;

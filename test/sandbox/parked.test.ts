@@ -60,12 +60,23 @@ describe('sandboxes booted ahead', () => {
     const script = 'echo "$(hostname) $(pwd) $GREETING"; cut -d" " -f19 /proc/self/stat; grep -E "^(CapEff|NoNewPrivs|Seccomp):" /proc/self/status';
     const { output, exit, sandbox } = await sh(host, script, { env: { GREETING: 'hello' }, cwd: '/tmp', hostname: 'claimed' });
     expect(sandbox.id).toBe(parked.id);
+    expect(sandbox.bootedAhead).toBe(true);
     expect(exit).toMatchObject({ reason: 'exited', code: 0 });
     const [first, priority, ...rest] = output.trim().split('\n');
     expect(first).toBe('claimed /tmp hello');
     // Its priority is the usual one once it runs.
     expect(priority).toBe('0');
     expect(rest).toEqual(['CapEff:\t0000000000000000', 'NoNewPrivs:\t1', 'Seccomp:\t2']);
+  });
+
+  it('a boot that comes while its sandbox is being parked waits for that one rather than booting beside it', async () => {
+    await sh(host, 'exit 0');
+    await host.idle();
+    // The parked one goes to this boot; the next is parked while it runs.
+    expect((await sh(host, 'exit 0')).sandbox.bootedAhead).toBe(true);
+    const { sandbox, output } = await sh(host, 'echo again');
+    expect(sandbox.bootedAhead).toBe(true);
+    expect(output).toBe('again\n');
   });
 
   it('a claimed sandbox gets the limits of its boot written into its cgroup', async () => {
@@ -103,6 +114,7 @@ describe('sandboxes booted ahead', () => {
     expect(hostMounts()).toEqual(mountsBefore);
     const { output, sandbox } = await sh(host, 'echo fine');
     expect(sandbox.id).not.toBe(parked.id);
+    expect(sandbox.bootedAhead).toBe(false);
     expect(output).toBe('fine\n');
   });
 
