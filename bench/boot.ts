@@ -1,8 +1,10 @@
 // npm run bench -- boot: sandbox boot (spec → the sandboxed /bin/true has
-// exited), runtime ready, root reset, parallel boots and 200 alive at once,
-// side by side with unshare, bwrap, runc and docker on the same rootfs.
+// exited) from nothing and in a sandbox parked ahead, runtime ready, root
+// reset, parallel boots and 200 alive at once, side by side with unshare,
+// bwrap, runc and docker on the same rootfs.
+import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Sandbox, SandboxHost } from '../src/sandbox/index.js';
+import { SandboxHost, type Sandbox } from '../src/sandbox/index.js';
 import { progress, startBenchWorker, type BenchContext } from './lib/context.js';
 import { bootPeers, timeCommand, timer } from './lib/peers.js';
 import { measureCpu } from './lib/machine.js';
@@ -18,10 +20,11 @@ interface BootSplit {
   afterStart: number;
 }
 
-async function fnboxBoot(host: SandboxHost, rootfs: string, split?: BootSplit[]): Promise<number> {
+async function fnboxBoot(host: SandboxHost, rootfs: string, split?: BootSplit[], onParked?: () => void): Promise<number> {
   const started = performance.now();
   const startedUs = Number(process.hrtime.bigint() / 1000n);
   const sandbox = await host.boot({ layers: [rootfs], argv: ['/bin/true'] });
+  if (sandbox.bootedAhead) onParked?.();
   await sandbox.exited;
   const elapsed = performance.now() - started;
   await sandbox.destroy();
@@ -56,8 +59,38 @@ async function timeResets(sandbox: Sandbox, count: number, gapMs: number): Promi
   return times;
 }
 
+/** A boot in the sandbox `host` keeps parked for it (src/sandbox/parked.ts), once the host had the time to park one. */
+async function parkedBoot(host: SandboxHost, rootfs: string, split: BootSplit[]): Promise<number> {
+  await host.idle();
+  let parked = false;
+  const elapsed = await fnboxBoot(host, rootfs, split, () => (parked = true));
+  if (!parked) throw new Error('boot-parked: the boot found no sandbox parked for it');
+  return elapsed;
+}
+
+function splitRows(metric: string, splits: BootSplit[], what: string): ResultRow[] {
+  return [
+    summarize('boot', 'fnbox', `${metric}-split-before-monitor`, 'ms', splits.map((s) => s.beforeMonitor), `of each ${what}: boot() until the monitor acts on it (uid range, cgroup, spec; from nothing, the zygote's fork; parked, the start command)`),
+    summarize('boot', 'fnbox', `${metric}-split-in-launcher`, 'ms', splits.map((s) => s.inLauncher), `of each ${what}: inside the monitor until the program is exec'd (from nothing: layer, namespaces, ids, mounts, privileges; parked: hostname, the program's arguments)`),
+    summarize('boot', 'fnbox', `${metric}-split-after-start`, 'ms', splits.map((s) => s.afterStart), `of each ${what}: /bin/true runs and exits, the gateway hears of it`),
+  ];
+}
+
 export async function runBoot(context: BenchContext): Promise<{ results: ResultRow[]; notes: string[] }> {
-  const { host, images, quick } = context;
+  const { host: defaultHost, images, quick } = context;
+  // Boots from nothing: a host that parks no sandbox ahead (parkAhead 0),
+  // every step paid by the boot, as the peers pay theirs.
+  const unparkedState = `${defaultHost.stateDir}-unparked`;
+  const host = await SandboxHost.open({ stateDir: unparkedState, parkAhead: 0 });
+  try {
+    return await measureBoots(host, defaultHost, images, quick);
+  } finally {
+    await host.close();
+    rmSync(unparkedState, { recursive: true, force: true });
+  }
+}
+
+async function measureBoots(host: SandboxHost, parking: SandboxHost, images: BenchContext['images'], quick: boolean): Promise<{ results: ResultRow[]; notes: string[] }> {
   const shell = images.getSync('shell');
   const results: ResultRow[] = [];
   const notes: string[] = [];
@@ -69,25 +102,38 @@ export async function runBoot(context: BenchContext): Promise<{ results: ResultR
 
   const samples = new Map<string, number[]>([['fnbox', []], ...peers.filter((p) => p.available).map((p) => [p.name, []] as [string, number[]])]);
   const bootSplits: BootSplit[] = [];
-  for (let i = 0; i < 5; i++) await fnboxBoot(host, shell.rootfs); // warm-up
+  const parked: number[] = [];
+  const parkedSplits: BootSplit[] = [];
+  for (let i = 0; i < 5; i++) {
+    await fnboxBoot(host, shell.rootfs); // warm-up
+    await fnboxBoot(parking, shell.rootfs);
+  }
   // Interleaved rounds: machine drift hits every system alike.
   for (let round = 0; round < rounds; round++) {
     progress(`boot: round ${round + 1}/${rounds}`);
     for (let i = 0; i < perRound; i++) samples.get('fnbox')!.push(await fnboxBoot(host, shell.rootfs, bootSplits));
+    for (let i = 0; i < perRound; i++) parked.push(await parkedBoot(parking, shell.rootfs, parkedSplits));
     for (const peer of peers.filter((p) => p.available)) {
       const runs = peer.name === 'docker' ? Math.max(2, Math.floor(perRound / 8)) : perRound;
       samples.get(peer.name)!.push(...timeCommand(peer.command!, runs));
     }
   }
   for (const [system, values] of samples) {
-    results.push(summarize('boot', system, 'boot', 'ms', values, system === 'fnbox' ? 'user+pid+mnt+net+ipc+uts+cgroup ns, overlay root, cgroup limits, caps dropped' : 'same rootfs'));
+    results.push(summarize('boot', system, 'boot', 'ms', values, system === 'fnbox' ? 'from nothing (parkAhead 0): user+pid+mnt+net+ipc+uts+cgroup ns, overlay root, cgroup limits, caps dropped' : 'same rootfs'));
   }
+  results.push(summarize('boot', 'fnbox', 'boot-parked', 'ms', parked, 'the same boot in a sandbox the host parked ahead in its shape (parkAhead 1, the SandboxHost default): namespaces, root, cgroup, privileges were made before the boot was asked for; the host idle before each boot (not timed)'));
   // Where fnbox's boot goes, from the same boots (CLOCK_MONOTONIC stamps of the gateway and the monitor).
-  results.push(
-    summarize('boot', 'fnbox', 'boot-split-before-monitor', 'ms', bootSplits.map((s) => s.beforeMonitor), 'of each boot above: boot() until the forked monitor runs (uid range, cgroup, spec, the zygote\'s fork)'),
-    summarize('boot', 'fnbox', 'boot-split-in-launcher', 'ms', bootSplits.map((s) => s.inLauncher), 'of each boot above: inside the monitor until the program is exec\'d (layer, namespaces, ids, mounts, privileges)'),
-    summarize('boot', 'fnbox', 'boot-split-after-start', 'ms', bootSplits.map((s) => s.afterStart), 'of each boot above: /bin/true runs and exits, the gateway hears of it'),
-  );
+  results.push(...splitRows('boot', bootSplits, 'boot from nothing above'), ...splitRows('boot-parked', parkedSplits, 'parked boot above'));
+
+  // Back to back, a host parks the next sandbox while the boot before runs:
+  // whether it is ready in time decides each boot.
+  progress('boot: back to back, parking on');
+  const parkingBackToBack: number[] = [];
+  let claimed = 0;
+  for (let i = 0; i < (quick ? 50 : 200); i++) {
+    parkingBackToBack.push(await fnboxBoot(parking, shell.rootfs, undefined, () => claimed++));
+  }
+  results.push(summarize('boot', 'fnbox', 'boot-back-to-back-parking', 'ms', parkingBackToBack, `boots one after another on a host that parks ahead (parkAhead 1): ${claimed} of ${parkingBackToBack.length} ran in a parked sandbox (one ready, or one being parked, waited for)`));
   for (const peer of peers) peer.cleanup?.();
 
   // What a cold start meets in practice: a boot after the host was quiet.
