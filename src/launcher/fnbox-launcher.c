@@ -1338,20 +1338,34 @@ static size_t command_len;
  * how); -1 when the gateway let go of the sandbox first. */
 static int await_claim(int error_fd, pid_t child, int upper_fd, long long *started) {
   STEP("await_claim");
-  struct pollfd fds[3] = { { start_sock[0], POLLIN, 0 }, { cfg.control_fd, POLLIN, 0 }, { error_fd, POLLIN, 0 } };
+  /* The control stream is read once the sandbox is parked: only then may it start. */
+  struct pollfd fds[3] = { { start_sock[0], POLLIN, 0 }, { cfg.control_fd, 0, 0 }, { error_fd, POLLIN, 0 } };
+  pid_t program = 0;
   for (;;) {
     if (poll(fds, 3, -1) < 0) { if (errno == EINTR) continue; die(EXIT_INIT, "poll"); }
     if (fds[2].revents) return 0;
     if (fds[0].revents) {
       char parked;
       if (read(start_sock[0], &parked, 1) != 1) return 0;
+      /* The init's only child: its priority goes back up at the start. */
+      STEP("find_program");
+      char path[64], pids[64] = "";
+      snprintf(path, sizeof path, "/proc/%d/task/%d/children", child, child);
+      int children = open(path, O_RDONLY | O_CLOEXEC);
+      ssize_t got = children >= 0 ? read(children, pids, sizeof pids - 1) : -1;
+      if (children >= 0) close(children);
+      program = got > 0 ? (pid_t)atoi(pids) : 0;
+      if (program <= 0) { errno = ESRCH; die(EXIT_INIT, "find the parked program"); }
       emit("{\"event\":\"parked\",\"pid\":%d,\"monitor\":%d,\"upper_fd\":%d}", child, getpid(), upper_fd);
       /* Booted as far as it goes: the zygote may use the CPU again. */
       if (booting_fd >= 0) close(booting_fd);
       booting_fd = -1;
       fds[0].fd = -1;
+      fds[1].events = POLLIN;
+      continue;
     }
     if (!fds[1].revents) continue;
+    if (!program) return -1;  /* the gateway hung up before the sandbox was parked */
     ssize_t r = read(cfg.control_fd, command + command_len, sizeof command - command_len);
     if (r <= 0) return -1;
     command_len += (size_t)r;
@@ -1369,14 +1383,8 @@ static int await_claim(int error_fd, pid_t child, int upper_fd, long long *start
     }
     *started = now_us();
     STEP("start_priority");
-    if (setpriority(PRIO_PROCESS, 0, 0) < 0 || setpriority(PRIO_PROCESS, (id_t)child, 0) < 0) die(EXIT_INIT, "setpriority");
-    char path[64], pids[64] = "";
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", child, child);
-    int children = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t got = children >= 0 ? read(children, pids, sizeof pids - 1) : -1;
-    if (children >= 0) close(children);
-    pid_t program = got > 0 ? (pid_t)atoi(pids) : 0;  /* the init's only child, parked */
-    if (program <= 0 || setpriority(PRIO_PROCESS, (id_t)program, 0) < 0) die(EXIT_INIT, "setpriority of the program");
+    if (setpriority(PRIO_PROCESS, 0, 0) < 0 || setpriority(PRIO_PROCESS, (id_t)child, 0) < 0 || setpriority(PRIO_PROCESS, (id_t)program, 0) < 0)
+      die(EXIT_INIT, "setpriority");
     STEP("start_hostname");
     if (set_sandbox_hostname(child, hostname) < 0) die(EXIT_MOUNT, "sethostname %s", hostname);
     STEP("pass_start");
