@@ -79,6 +79,16 @@ describe('sandboxes booted ahead', () => {
     expect(output).toBe('again\n');
   });
 
+  it('a start bigger than one read of the control stream reaches the program whole', async () => {
+    await sh(host, 'exit 0');
+    await parkedOne();
+    // ~100 KB of environment: the start command arrives in many reads.
+    const env = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`BIG_${i}`, String(i % 10).repeat(2000)]));
+    const { output, sandbox } = await sh(host, 'for v in BIG_0 BIG_49; do eval "printf %s \\$$v" | wc -c; done; eval "printf %s \\$BIG_49" | head -c 3', { env });
+    expect(sandbox.bootedAhead).toBe(true);
+    expect(output.split('\n').map((line) => line.trim())).toEqual(['2000', '2000', '999']);
+  });
+
   it('a claimed sandbox gets the limits of its boot written into its cgroup', async () => {
     await sh(host, 'exit 0');
     const parked = await parkedOne();
