@@ -11,7 +11,7 @@ import { InFlight } from '../in-flight.js';
 import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver, type CgroupLimits, type SandboxCgroup } from './cgroup/index.js';
 import { CgroupReserve, newSandboxId, sameLimits } from './cgroup/reserve.js';
 import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
-import { Launcher } from './launcher.js';
+import { Launcher, type LaunchedSandbox } from './launcher.js';
 import { ParkedReserve, type ParkedBoot } from './parked.js';
 import { awaitMonitorGone, Sandbox } from './sandbox.js';
 import { buildSandboxSpec, ID_RANGE, parkedShape, type SandboxLimits, type SandboxSpec } from './spec.js';
@@ -200,10 +200,22 @@ export class SandboxHost {
         // Its sandbox is gone (killed while parked, say): boot one the usual way.
       }
     }
+    return this.withResources(request, async (id, hostIdBase, cgroup) => {
+      const spec = this.specFor(request, id, hostIdBase, cgroup);
+      return this.register(spec, cgroup, hostIdBase, await this.launcher.boot(spec));
+    });
+  }
+
+  /**
+   * Runs `use` with a uid range and a cgroup of their own for a sandbox (the
+   * cgroup from the reserve unless the sandbox is named by the caller), and
+   * gives both back if it fails.
+   */
+  private async withResources<T>(request: BootRequest, use: (id: string, hostIdBase: number, cgroup: SandboxCgroup, cgroupLimits: CgroupLimits) => Promise<T>): Promise<T> {
     const cgroupLimits = this.cgroupLimitsOf(request);
     const hostIdBase = this.ids.acquire();
     let id: string;
-    let cgroup;
+    let cgroup: SandboxCgroup;
     try {
       const reserved = request.id === undefined ? this.cgroupReserve.take(cgroupLimits) : undefined;
       id = reserved?.id ?? request.id ?? newSandboxId();
@@ -213,21 +225,23 @@ export class SandboxHost {
       throw error;
     }
     try {
-      const spec = this.specFor(request, id, hostIdBase, cgroup);
-      const launched = await this.launcher.boot(spec);
-      const sandbox = new Sandbox(spec, cgroup, hostIdBase, launched, {
-        cgroups: this.cgroups,
-        ids: this.ids,
-        onGone: (gone) => this.sandboxes.delete(gone.id),
-      });
-      this.sandboxes.set(id, sandbox);
-      return sandbox;
+      return await use(id, hostIdBase, cgroup, cgroupLimits);
     } catch (error) {
       this.cgroups.kill(cgroup);
       await this.cgroups.destroy(cgroup).catch(() => {});
       this.ids.release(hostIdBase);
       throw error;
     }
+  }
+
+  private register(spec: SandboxSpec, cgroup: SandboxCgroup, hostIdBase: number, launched: LaunchedSandbox): Sandbox {
+    const sandbox = new Sandbox(spec, cgroup, hostIdBase, launched, {
+      cgroups: this.cgroups,
+      ids: this.ids,
+      onGone: (gone) => this.sandboxes.delete(gone.id),
+    });
+    this.sandboxes.set(spec.id, sandbox);
+    return sandbox;
   }
 
   private specFor(request: BootRequest, id: string, hostIdBase: number, cgroup?: SandboxCgroup): SandboxSpec {
@@ -260,30 +274,12 @@ export class SandboxHost {
   }
 
   /** Boots a sandbox for a boot like `request`, as far as its program. */
-  private async park(request: BootRequest): Promise<ParkedBoot> {
-    const cgroupLimits = this.cgroupLimitsOf(request);
-    const hostIdBase = this.ids.acquire();
-    let reserved: ReturnType<CgroupReserve['take']>;
-    let cgroup: SandboxCgroup;
-    let id: string;
-    try {
-      reserved = this.cgroupReserve.take(cgroupLimits);
-      id = reserved?.id ?? newSandboxId();
-      cgroup = reserved?.cgroup ?? this.cgroups.create(id, cgroupLimits);
-    } catch (error) {
-      this.ids.release(hostIdBase);
-      throw error;
-    }
-    try {
+  private park(request: BootRequest): Promise<ParkedBoot> {
+    return this.withResources({ ...request, id: undefined }, async (id, hostIdBase, cgroup, cgroupLimits) => {
       const spec = this.specFor(request, id, hostIdBase, cgroup);
       const parked = await this.launcher.park(spec);
       return { spec, shape: parkedShape(spec), cgroup, cgroupLimits, hostIdBase, parked };
-    } catch (error) {
-      this.cgroups.kill(cgroup);
-      await this.cgroups.destroy(cgroup).catch(() => {});
-      this.ids.release(hostIdBase);
-      throw error;
-    }
+    });
   }
 
   /** Runs `request`'s program in a parked sandbox of its shape; on failure, the parked one is gone. */
@@ -293,14 +289,7 @@ export class SandboxHost {
       const cgroupLimits = this.cgroupLimitsOf(request);
       if (!sameLimits(cgroupLimits, parked.cgroupLimits)) this.cgroups.setLimits(cgroup, cgroupLimits, parked.cgroupLimits);
       const spec = this.specFor(request, parked.spec.id, hostIdBase, cgroup);
-      const launched = await this.launcher.start(spec);
-      const sandbox = new Sandbox(spec, cgroup, hostIdBase, launched, {
-        cgroups: this.cgroups,
-        ids: this.ids,
-        onGone: (gone) => this.sandboxes.delete(gone.id),
-      });
-      this.sandboxes.set(spec.id, sandbox);
-      return sandbox;
+      return this.register(spec, cgroup, hostIdBase, await this.launcher.start(spec));
     } catch (error) {
       await this.releaseParked(parked);
       throw error;
