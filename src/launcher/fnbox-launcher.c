@@ -4,8 +4,8 @@
  * Two ways to run it:
  *   fnbox-launcher [OPTIONS] -- PROGRAM ARGS...   one sandbox, events on stderr
  *   fnbox-launcher --park [OPTIONS]               a sandbox booted ahead: all of
- *       it up to the program's execve, which waits for a "start" command
- *       carrying the program (--chdir, --setenv, --hostname, -- ARGV)
+ *       it up to the program's execve, which waits for a "start HOSTNAME N"
+ *       command carrying the program (--chdir, --setenv, -- ARGV)
  *   fnbox-launcher --server                       a zygote: reads length-prefixed
  *       argument lists on stdin and forks one monitor per list, so the gateway
  *       pays a fork (~0.1 ms) per sandbox instead of a Node spawn (~2 ms).
@@ -23,7 +23,9 @@
  *     3. build the root layer: tmpfs + overlay, detached  (make_root_layer)
  *     4. clone3 into new user/pid/mnt/net/ipc/uts namespaces (and the v2 cgroup)
  *     5. write uid/gid maps, attach v1 cgroups, release the child
- *     6. report "started", then serve reset (and adopt, sync) commands until
+ *     6. with --park: report "parked", wait for "start", set the hostname
+ *        and hand the program its arguments (await_claim);
+ *        report "started", then serve reset (and adopt, sync) commands until
  *        the child exits; each swap is announced on the program's gate
  *   child = PID 1 of the sandbox (sandbox_init)
  *     7. unshare the cgroup namespace (the cgroups are joined by now)
@@ -31,9 +33,10 @@
  *     9. become root of the user namespace (an unprivileged host uid);
  *        /proc, /dev, masks; pivot_root; old root gone
  *    10. fork the program, reap zombies, exit with the program
- *   program (exec_program; with --park it first waits for its start)
- *    11. new session, rlimits, drop every capability, set ids, chdir,
- *        arrange fds, no_new_privs, seccomp, execve
+ *   program (exec_program)
+ *    11. new session, arrange fds, rlimits, drop every capability, set ids,
+ *        no_new_privs, seccomp; with --park, wait for the start here;
+ *        chdir, execve
  *
  * Every step is checked; a failure writes one JSON line naming the step and
  * errno to the status fd and exits with the code of its phase (see enum).
@@ -358,6 +361,7 @@ static void parse_args(int argc, char **argv) {
   if (!cfg.cwd) cfg.cwd = "/";
   if ((cfg.channel_fd || cfg.capture_logs) && !cfg.connect_path) die(EXIT_ARGS, "--channel-fd and --capture-logs need --connect");
   if (cfg.connect_path && !cfg.id) die(EXIT_ARGS, "--connect needs --id");
+  if (cfg.park && !cfg.connect_path) die(EXIT_ARGS, "--park needs --connect: the start comes on the control stream");
   if (cfg.channel_fd && (cfg.channel_fd < 3 || cfg.channel_fd >= 64)) die(EXIT_ARGS, "--channel-fd must be 3..63");
   if (cfg.gate_fd && (!cfg.channel_fd || cfg.gate_fd == cfg.channel_fd || cfg.gate_fd < 3 || cfg.gate_fd >= 64))
     die(EXIT_ARGS, "--gate-fd must be 3..63, other than --channel-fd, which it needs");
@@ -772,6 +776,7 @@ static void exec_program(void) {
 /* Pipes shared by monitor and child. */
 static int go_pipe[2];    /* monitor -> child: ids are mapped, cgroups joined */
 static int exit_pipe[2];  /* init -> monitor: the program's wait status */
+
 __attribute__((noreturn))
 static void sandbox_init(int root_fd) {
   char go;
