@@ -79,6 +79,7 @@ export class SandboxHost {
   private readonly booting = new InFlight();
   private readonly cgroupReserve: CgroupReserve;
   private readonly parkedReserve: ParkedReserve;
+  private latest?: BootRequest;
 
   private constructor(
     readonly stateDir: string,
@@ -96,7 +97,7 @@ export class SandboxHost {
     parkAhead: number,
   ) {
     this.cgroupReserve = new CgroupReserve(cgroups, CGROUP_RESERVE);
-    this.parkedReserve = new ParkedReserve(parkAhead, (boot) => this.booting.track(this.releaseParked(boot)));
+    this.parkedReserve = new ParkedReserve(parkAhead, (boot) => this.busyWith(this.releaseParked(boot)));
   }
 
   static async open(options: SandboxHostOptions): Promise<SandboxHost> {
@@ -131,27 +132,35 @@ export class SandboxHost {
 
   boot(request: BootRequest): Promise<Sandbox> {
     if (this.closing) return Promise.reject(new FnboxError('Unavailable', 'the sandbox host is shutting down'));
-    const boot = this.booting.track(this.bootOnce(request));
-    void boot.then(() => this.refill(request), () => this.refill(request));
-    return boot;
+    // A sandbox parked for the next boot is modelled on the latest one it could serve.
+    if (request.id === undefined) this.latest = request;
+    return this.busyWith(this.bootOnce(request));
   }
 
-  /** Makes ahead what the next boot like `request` needs, once nothing boots (checked on a later turn). */
-  private refill(request: BootRequest): void {
+  /**
+   * Tracks work the host is busy with (boots, parkings, let-gos: close()
+   * waits for them, refills wait until none is under way) and refills what
+   * is made ahead once it is done.
+   */
+  private busyWith<T>(work: Promise<T>): Promise<T> {
+    const tracked = this.booting.track(work);
+    void tracked.then(() => this.refill(), () => this.refill());
+    return tracked;
+  }
+
+  /** Makes ahead what the next boot likely needs, once nothing is under way (checked on a later turn). */
+  private refill(): void {
     const quiet = (): boolean => this.booting.count === 0 && !this.closing;
     this.cgroupReserve.refillWhen(quiet);
-    if (request.id !== undefined) return;
+    const request = this.latest;
+    if (!request) return;
     let shape: string;
     try {
       shape = this.shapeOf(request);
     } catch {
       return;
     }
-    this.parkedReserve.refillWhen(quiet, shape, () => {
-      const parking = this.booting.track(this.park(request));
-      void parking.then(() => this.refill(request), () => {});
-      return parking;
-    });
+    this.parkedReserve.refillWhen(quiet, shape, () => this.busyWith(this.park(request)));
   }
 
   /**

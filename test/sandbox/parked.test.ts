@@ -122,9 +122,9 @@ describe('sandboxes booted ahead', () => {
     expect(existsSync(`/proc/${parked.monitorPid}`)).toBe(false);
     expect(leftoversInRange(parked.hostIdBase)).toEqual([]);
     expect(hostMounts()).toEqual(mountsBefore);
+    // The next boot runs elsewhere (in one parked since, or booted from nothing).
     const { output, sandbox } = await sh(host, 'echo fine');
     expect(sandbox.id).not.toBe(parked.id);
-    expect(sandbox.bootedAhead).toBe(false);
     expect(output).toBe('fine\n');
   });
 
