@@ -316,11 +316,11 @@ export class Launcher {
         } else if (event.event === 'parked' && pending.parking) {
           pending.parking.parked = event;
           this.maybeReady(id);
-        } else if (event.event === 'error' || event.event === 'started' || event.event === 'parked') {
-          // A park that "started" had its program's setup fail (or killed) before it could wait.
-          this.fail(id, event.event === 'error' ? launcherError(event, id) : new FnboxError('SandboxError', `sandbox ${id}: the monitor answered ${event.event} out of turn`));
-        }
-        else pending.events.push(event);
+        } else if (event.event === 'error') this.fail(id, launcherError(event, id));
+        else if (event.event === 'started' || event.event === 'parked') {
+          // A park answered "started": its program died before it could wait.
+          this.fail(id, new FnboxError('SandboxError', `sandbox ${id}: the monitor answered "${event.event}" to a ${pending.parking ? 'park' : 'boot'}`));
+        } else pending.events.push(event);
       } else pending.events.push(event);
     });
     socket.on('close', () => {
