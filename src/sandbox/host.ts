@@ -160,7 +160,15 @@ export class SandboxHost {
     } catch {
       return;
     }
-    this.parkedReserve.refillWhen(quiet, shape, () => this.busyWith(this.park(request)));
+    this.parkedReserve.refillWhen(quiet, shape, () =>
+      this.busyWith(
+        this.park(request).catch((error: unknown) => {
+          // Not again until the next boot (its layer may be gone): a retry would fail the same way, at once, forever.
+          if (this.latest === request) this.latest = undefined;
+          throw error;
+        }),
+      ),
+    );
   }
 
   /**

@@ -1,10 +1,11 @@
 // Sandboxes booted ahead (src/sandbox/parked.ts): a boot like the last one
 // runs in one, and the kernel sees the sandbox a boot from nothing makes.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ParkedSandboxInfo, SandboxHost } from '../../src/sandbox/index.js';
-import { image, openTestHost, sh } from '../support/env.js';
+import { image, openTestHost, sh, tempDir } from '../support/env.js';
 import { fnboxCgroupDirs, hostMounts, leftoversInRange } from '../support/host-state.js';
 
 let host: SandboxHost;
@@ -141,6 +142,24 @@ describe('sandboxes booted ahead', () => {
     expect(next.id).not.toBe(parked.id);
     const again = await sh(host, 'exit 0', { limits: { tmpBytes: 32 * 1024 * 1024 } });
     expect(again.sandbox.id).toBe(next.id);
+  });
+
+  it('a parking that fails (its layer is gone) is not tried again until the next boot', async () => {
+    const layer = tempDir('parked-layer');
+    mkdirSync(join(layer, 'code'));
+    await sh(host, 'exit 0', { layers: [layer, image('shell').rootfs] });
+    // The boot is done; the sandbox parked in its shape (or being parked) goes with the layer's removal.
+    await host.idle();
+    for (const parked of host.parked()) process.kill(parked.initPid, 'SIGKILL');
+    rmSync(layer, { recursive: true, force: true });
+    // Let-gos refill: the parking they start fails (no such layer), and the host comes to rest.
+    await host.idle();
+    await sleep(50);
+    await host.idle();
+    expect(host.parked()).toEqual([]);
+    // A boot of another shape parks again.
+    await sh(host, 'exit 0');
+    expect((await parkedOne()).id).toBeTruthy();
   });
 
   it('closing the host lets every parked sandbox go', async () => {
