@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { PROJECT_ROOT, SandboxHost } from '../../src/sandbox/index.js';
 import { NETNS_POOL } from '../../src/sandbox/launcher.js';
 import { image, openTestHost, sh, tempDir } from '../support/env.js';
@@ -154,6 +154,8 @@ describe('closing the host while sandboxes boot', () => {
 describe('after the gateway is SIGKILLed', () => {
   it('its sandboxes die with it and the next start sweeps what was left', async () => {
     const killedState = tempDir('sigkill');
+    // Gone even when an expectation fails midway.
+    onTestFinished(() => rmSync(killedState, { recursive: true, force: true }));
     const distHost = join(PROJECT_ROOT, 'dist', 'src', 'sandbox', 'index.js');
     const script = `
       import { SandboxHost } from ${JSON.stringify(distHost)};
@@ -199,6 +201,5 @@ describe('after the gateway is SIGKILLed', () => {
     }
     expect(fnboxCgroupDirs(next.cgroupParentName)).toEqual([]);
     expect(readdirSync(killedState)).toEqual([]);
-    rmSync(killedState, { recursive: true, force: true });
   });
 });
