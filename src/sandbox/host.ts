@@ -79,7 +79,8 @@ export class SandboxHost {
   private readonly booting = new InFlight();
   private readonly cgroupReserve: CgroupReserve;
   private readonly parkedReserve: ParkedReserve;
-  private latest?: BootRequest;
+  /** The latest boot a parked sandbox could serve, and its shape: the next parking's model. */
+  private latest?: { request: BootRequest; shape: string };
 
   private constructor(
     readonly stateDir: string,
@@ -94,7 +95,7 @@ export class SandboxHost {
     readonly seccompFile: string,
     /** Host settings that would make boots faster (logged at start, shown by /healthz). */
     readonly tuningHints: string[],
-    parkAhead: number,
+    private readonly parkAhead: number,
   ) {
     this.cgroupReserve = new CgroupReserve(cgroups, CGROUP_RESERVE);
     this.parkedReserve = new ParkedReserve(parkAhead, (boot) => this.busyWith(this.releaseParked(boot)));
@@ -133,8 +134,9 @@ export class SandboxHost {
   boot(request: BootRequest): Promise<Sandbox> {
     if (this.closing) return Promise.reject(new FnboxError('Unavailable', 'the sandbox host is shutting down'));
     // A sandbox parked for the next boot is modelled on the latest one it could serve.
-    if (request.id === undefined) this.latest = request;
-    return this.busyWith(this.bootOnce(request));
+    const shape = request.id === undefined && this.parkAhead > 0 ? this.shapeOf(request) : undefined;
+    if (shape !== undefined) this.latest = { request, shape };
+    return this.busyWith(this.bootOnce(request, shape));
   }
 
   /**
@@ -152,19 +154,13 @@ export class SandboxHost {
   private refill(): void {
     const quiet = (): boolean => this.booting.count === 0 && !this.closing;
     this.cgroupReserve.refillWhen(quiet);
-    const request = this.latest;
-    if (!request) return;
-    let shape: string;
-    try {
-      shape = this.shapeOf(request);
-    } catch {
-      return;
-    }
-    this.parkedReserve.refillWhen(quiet, shape, () =>
+    const latest = this.latest;
+    if (!latest) return;
+    this.parkedReserve.refillWhen(quiet, latest.shape, () =>
       this.busyWith(
-        this.park(request).catch((error: unknown) => {
+        this.park(latest.request).catch((error: unknown) => {
           // Not again until the next boot (its layer may be gone): a retry would fail the same way, at once, forever.
-          if (this.latest === request) this.latest = undefined;
+          if (this.latest === latest) this.latest = undefined;
           throw error;
         }),
       ),
@@ -206,10 +202,11 @@ export class SandboxHost {
     return this.cgroupReserve.dirs();
   }
 
-  private async bootOnce(request: BootRequest): Promise<Sandbox> {
+  /** `shape`: the request's parkedShape, when a parked sandbox may serve it. */
+  private async bootOnce(request: BootRequest, shape?: string): Promise<Sandbox> {
     if (request.id !== undefined && this.sandboxes.has(request.id)) throw new FnboxError('SandboxError', `sandbox ${request.id} already exists`);
-    const mayPark = request.id === undefined && (this.parkedReserve.available > 0 || this.parkedReserve.refilling);
-    const parked = mayPark ? await this.parkedReserve.take(this.shapeOf(request)) : undefined;
+    const mayPark = shape !== undefined && (this.parkedReserve.available > 0 || this.parkedReserve.refilling);
+    const parked = mayPark ? await this.parkedReserve.take(shape) : undefined;
     if (parked) {
       try {
         return await this.startParked(parked, request);
@@ -280,9 +277,16 @@ export class SandboxHost {
     });
   }
 
-  /** What a parked sandbox must have been built from to run `request` (see parkedShape). */
-  private shapeOf(request: BootRequest): string {
-    return parkedShape(this.specFor(request, 'shape', ID_RANGE));
+  /**
+   * What a parked sandbox must have been built from to run `request` (see
+   * parkedShape); undefined for a request no sandbox can run (its boot says why).
+   */
+  private shapeOf(request: BootRequest): string | undefined {
+    try {
+      return parkedShape(this.specFor(request, 'shape', ID_RANGE));
+    } catch {
+      return undefined;
+    }
   }
 
   private cgroupLimitsOf(request: BootRequest): CgroupLimits {
