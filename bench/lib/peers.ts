@@ -3,7 +3,7 @@
 // native tool, shell overhead subtracted); otherwise with Node's spawnSync,
 // which adds Node's own spawn cost (~2 ms here) and is said so in the
 // conditions column.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +42,20 @@ export function timeCommand(command: string, runs: number): number[] {
     samples.push(performance.now() - started);
   }
   return samples;
+}
+
+/**
+ * `count` runs of a shell command started at once, each timed from its spawn
+ * to its exit (Node's spawn cost included: compare with runs timed alone the
+ * same way, `count` 1).
+ */
+export function timeCommandAtOnce(command: string, count: number): Promise<number[]> {
+  return Promise.all(Array.from({ length: count }, () => new Promise<number>((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn('sh', ['-c', command], { stdio: 'ignore' });
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`${command} exited with ${code}`))));
+  })));
 }
 
 export function dockerReady(): boolean {
