@@ -97,7 +97,11 @@ export class FakeCgroupFs implements CgroupFs {
     this.nodes.set(path, { files, procs: new Set(), version: parent.version, controllers: parent.controllers, isRoot: false });
   }
 
-  rmdir(path: string): void {
+  async makeDir(path: string): Promise<void> {
+    this.mkdir(path);
+  }
+
+  async rmdir(path: string): Promise<void> {
     const node = this.node(path);
     if (node.isRoot) throw errnoError('EBUSY', path);
     if (node.procs.size || this.children(path).length) throw errnoError('EBUSY', path);
