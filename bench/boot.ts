@@ -3,6 +3,7 @@
 // reset, parallel boots and 200 alive at once, side by side with unshare,
 // bwrap, runc and docker on the same rootfs.
 import { rmSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SandboxHost, type Sandbox } from '../src/sandbox/index.js';
 import { progress, startBenchWorker, type BenchContext } from './lib/context.js';
@@ -208,10 +209,14 @@ async function measureBoots(host: SandboxHost, parking: SandboxHost, images: Ben
   progress('boot: 50 in parallel');
   const parallelRounds = quick ? 2 : 5;
   const parallel: number[] = [];
+  // How long the host's event loop (the gateway's, in production) stood still meanwhile.
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  loopDelay.enable();
   for (let round = 0; round < parallelRounds; round++) {
     parallel.push(...(await Promise.all(Array.from({ length: PARALLEL_BOOTS }, () => fnboxBoot(host, shell.rootfs)))));
   }
-  results.push(summarize('boot', 'fnbox', `boot-${PARALLEL_BOOTS}-parallel`, 'ms', parallel, `${PARALLEL_BOOTS} boots from nothing started at once, each timed alone; p99 ${p99Over(parallel, samples.get('fnbox')!)}× the boot p50 above`));
+  loopDelay.disable();
+  results.push(summarize('boot', 'fnbox', `boot-${PARALLEL_BOOTS}-parallel`, 'ms', parallel, `${PARALLEL_BOOTS} boots from nothing started at once, each timed alone; p99 ${p99Over(parallel, samples.get('fnbox')!)}× the boot p50 above; the event loop stalled ${(loopDelay.max / 1e6).toFixed(0)} ms at most`));
   // The peers the same way, for scale: how much of the p99 is the machine's.
   // Docker is left out: a round of 50 would take many seconds.
   for (const peer of peers.filter((p) => p.available && p.name !== 'docker')) {
