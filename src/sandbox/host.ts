@@ -233,7 +233,7 @@ export class SandboxHost {
     try {
       const reserved = request.id === undefined ? this.cgroupReserve.take(cgroupLimits) : undefined;
       id = reserved?.id ?? request.id ?? newSandboxId();
-      cgroup = reserved?.cgroup ?? (await this.cgroups.create(id, cgroupLimits));
+      cgroup = reserved?.cgroup ?? this.cgroups.create(id, cgroupLimits);
     } catch (error) {
       this.ids.release(hostIdBase);
       throw error;

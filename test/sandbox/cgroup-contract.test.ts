@@ -59,7 +59,7 @@ describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
   it('rewrites the limits of a cgroup made ahead, up and down (v1: memory never above memory+swap)', async () => {
     const { driver, fs } = open();
     const base = { cpuPeriodUs: 100_000, cpus: 0.5 };
-    const cg = await driver.create('sb-ahead', { ...base, memoryBytes: 64 << 20, pidsMax: 16 });
+    const cg = driver.create('sb-ahead', { ...base, memoryBytes: 64 << 20, pidsMax: 16 });
     try {
       driver.setLimits(cg, { ...base, memoryBytes: 256 << 20, pidsMax: 64 }, { ...base, memoryBytes: 64 << 20, pidsMax: 16 });
       let held = heldLimits(driver, fs, cg);
@@ -80,7 +80,7 @@ describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
   it('creates a sandbox cgroup under its own parent, reports usage, and removes everything', async () => {
     const { driver, fs } = open();
     try {
-      const cg = await driver.create('sb-contract', { memoryBytes: 32 << 20, cpus: 0.25, cpuPeriodUs: 100_000, pidsMax: 16 });
+      const cg = driver.create('sb-contract', { memoryBytes: 32 << 20, cpus: 0.25, cpuPeriodUs: 100_000, pidsMax: 16 });
       expect(cg.dirs.length).toBeGreaterThan(0);
       for (const dir of cg.dirs) expect(fs.exists(dir), dir).toBe(true);
       // Sandboxes live below our own cgroup, never at a hierarchy root.
@@ -98,7 +98,7 @@ describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
       driver.kill(cg);
       await driver.destroy(cg);
       for (const dir of cg.dirs) expect(fs.exists(dir), dir).toBe(false);
-      const leftover = await driver.create('sb-leftover', { memoryBytes: 32 << 20, cpuPeriodUs: 100_000, pidsMax: 16 });
+      const leftover = driver.create('sb-leftover', { memoryBytes: 32 << 20, cpuPeriodUs: 100_000, pidsMax: 16 });
       expect(await driver.sweep()).toBe(1);
       for (const dir of leftover.dirs) expect(fs.exists(dir)).toBe(false);
     } finally {

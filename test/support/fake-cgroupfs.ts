@@ -97,11 +97,7 @@ export class FakeCgroupFs implements CgroupFs {
     this.nodes.set(path, { files, procs: new Set(), version: parent.version, controllers: parent.controllers, isRoot: false });
   }
 
-  async makeDir(path: string): Promise<void> {
-    this.mkdir(path);
-  }
-
-  async rmdir(path: string): Promise<void> {
+  rmdir(path: string): void {
     const node = this.node(path);
     if (node.isRoot) throw errnoError('EBUSY', path);
     if (node.procs.size || this.children(path).length) throw errnoError('EBUSY', path);

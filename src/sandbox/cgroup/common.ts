@@ -23,7 +23,7 @@ export function tryRead(fs: CgroupFs, path: string): string | undefined {
 export async function removeDir(fs: CgroupFs, dir: string, attempts = 100): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
-      await fs.rmdir(dir);
+      fs.rmdir(dir);
       return;
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;

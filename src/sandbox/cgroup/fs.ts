@@ -2,8 +2,7 @@
 // production and the kernel tests, an in-memory fake (test/support) that
 // follows the kernel's documented rules, so the driver this machine cannot
 // run (pure v2 here, hybrid elsewhere) is still exercised by unit tests.
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
-import { mkdir as mkdirOffLoop, rmdir as rmdirOffLoop } from 'node:fs/promises';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, writeFileSync, writeSync } from 'node:fs';
 
 export interface CgroupFileHandle {
   read(): string;
@@ -12,16 +11,8 @@ export interface CgroupFileHandle {
 }
 
 export interface CgroupFs {
-  /** At start-up only: a sandbox's directories are made with makeDir. */
   mkdir(path: string): void;
-  /**
-   * Off the event loop (libuv's threads): the kernel serializes every cgroup
-   * mkdir and rmdir on the machine with each other and with every process
-   * moved between cgroups (cgroup_mutex), so one can wait for many others.
-   */
-  makeDir(path: string): Promise<void>;
-  /** Off the event loop, as makeDir. */
-  rmdir(path: string): Promise<void>;
+  rmdir(path: string): void;
   read(path: string): string;
   write(path: string, value: string): void;
   exists(path: string): boolean;
@@ -32,8 +23,7 @@ export interface CgroupFs {
 
 export const realCgroupFs: CgroupFs = {
   mkdir: (path) => mkdirSync(path),
-  makeDir: (path) => mkdirOffLoop(path).then(() => {}),
-  rmdir: (path) => rmdirOffLoop(path),
+  rmdir: (path) => rmdirSync(path),
   read: (path) => readFileSync(path, 'utf8'),
   write: (path, value) => writeFileSync(path, value),
   exists: (path) => existsSync(path),

@@ -64,28 +64,6 @@ describe('CgroupReserve', () => {
     expect(fs.read(`${PARENT}/${next.id}/memory.max`).trim()).toBe(String(512 << 20));
   });
 
-  it('makes each cgroup off the event loop, and on close waits for the one being made and removes it', async () => {
-    const { fs, reserve } = reserveOf(2);
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const makeDir = fs.makeDir.bind(fs);
-    fs.makeDir = async (path) => {
-      await held;
-      await makeDir(path);
-    };
-    reserve.take(small);
-    reserve.refillWhen(() => true);
-    await settle();
-    expect(reserve.refilling).toBe(true);
-    expect(reserve.available).toBe(0);
-    const closed = reserve.close();
-    release();
-    await closed;
-    expect(reserve.refilling).toBe(false);
-    expect(reserve.available).toBe(0);
-    expect(fs.listDirs(PARENT)).toEqual([]);
-  });
-
   it('removes what it holds on close and makes no more', async () => {
     const { fs, reserve } = reserveOf(3);
     reserve.take(small);

@@ -23,8 +23,7 @@ export class CgroupReserve {
   private readonly ready: Array<ReservedCgroup & { limits: CgroupLimits }> = [];
   /** The limits of the latest boot: the next one is most likely alike. */
   private lastLimits?: CgroupLimits;
-  /** The refill under way: it resolves to whether it made a cgroup. */
-  private making?: Promise<boolean>;
+  private refillScheduled = false;
   private closed = false;
 
   constructor(
@@ -32,9 +31,9 @@ export class CgroupReserve {
     private readonly size: number,
   ) {}
 
-  /** A refill is scheduled or under way: the count may still change. */
+  /** A refill is scheduled: the count may still change. */
   get refilling(): boolean {
-    return this.making !== undefined;
+    return this.refillScheduled;
   }
 
   /** How many cgroups are ready now. */
@@ -67,43 +66,30 @@ export class CgroupReserve {
   }
 
   /**
-   * Makes the missing cgroups one after another, each started on a later
-   * event-loop turn while `quiet()` says nothing is booting; a boot that
-   * comes first makes its own.
+   * Makes the missing cgroups on later event-loop turns, one per turn, while
+   * `quiet()` says nothing is booting; a boot that comes first makes its own.
    */
   refillWhen(quiet: () => boolean): void {
-    if (this.making || this.closed || !this.lastLimits || this.ready.length >= this.size) return;
-    this.making = this.makeOne(quiet);
-    void this.making.then((made) => {
-      this.making = undefined;
-      if (made) this.refillWhen(quiet);
+    if (this.refillScheduled || this.closed || !this.lastLimits || this.ready.length >= this.size) return;
+    this.refillScheduled = true;
+    setImmediate(() => {
+      this.refillScheduled = false;
+      if (this.closed || !quiet() || !this.lastLimits || this.ready.length >= this.size) return;
+      const limits = this.lastLimits;
+      const id = newSandboxId();
+      try {
+        this.ready.push({ id, cgroup: this.driver.create(id, limits), limits });
+      } catch {
+        // The boot that needs one will make it and report why it cannot.
+        return;
+      }
+      this.refillWhen(quiet);
     });
-  }
-
-  private async makeOne(quiet: () => boolean): Promise<boolean> {
-    await new Promise((resolve) => setImmediate(resolve));
-    if (this.closed || !quiet() || !this.lastLimits || this.ready.length >= this.size) return false;
-    const limits = this.lastLimits;
-    const id = newSandboxId();
-    let cgroup: SandboxCgroup;
-    try {
-      cgroup = await this.driver.create(id, limits);
-    } catch {
-      // The boot that needs one will make it and report why it cannot.
-      return false;
-    }
-    if (this.closed) {
-      await this.driver.destroy(cgroup).catch(() => {});
-      return false;
-    }
-    this.ready.push({ id, cgroup, limits });
-    return true;
   }
 
   /** Removes every cgroup still waiting; no more are made. */
   async close(): Promise<void> {
     this.closed = true;
-    await this.making;
     await Promise.all(this.ready.splice(0).map(({ cgroup }) => this.driver.destroy(cgroup).catch(() => {})));
   }
 }

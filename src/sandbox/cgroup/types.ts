@@ -55,7 +55,7 @@ export interface CgroupDriver {
   readonly mode: CgroupMode;
   /** One line for logs and /healthz: which driver, where. */
   readonly description: string;
-  create(name: string, limits: CgroupLimits): Promise<SandboxCgroup>;
+  create(name: string, limits: CgroupLimits): SandboxCgroup;
   /** Rewrites the limits of a cgroup no process has joined yet (one made ahead with `previous`). */
   setLimits(cgroup: SandboxCgroup, limits: CgroupLimits, previous: CgroupLimits): void;
   usage(cgroup: SandboxCgroup): CgroupUsage;

@@ -50,23 +50,29 @@ export class V1CgroupDriver implements CgroupDriver {
     return (cgroup as V1Sandbox).byController.get(controller);
   }
 
-  async create(name: string, limits: CgroupLimits): Promise<V1Sandbox> {
+  create(name: string, limits: CgroupLimits): V1Sandbox {
     const byController = new Map<Controller, string>();
-    for (const [controller, parent] of this.parents) byController.set(controller, join(parent, name));
-    // Co-mounted controllers (cpu,cpuacct) share one directory.
-    const attachBeforeRelease = [...new Set(byController.values())];
-    const cloneInto = this.unifiedParent ? join(this.unifiedParent, name) : undefined;
-    const dirs = cloneInto ? [...attachBeforeRelease, cloneInto] : attachBeforeRelease;
     const made: string[] = [];
     try {
-      const outcomes = await Promise.allSettled(dirs.map((dir) => this.fs.makeDir(dir).then(() => void made.push(dir))));
-      const failed = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
-      if (failed) throw failed.reason;
+      for (const [controller, parent] of this.parents) {
+        const dir = join(parent, name);
+        if (!made.includes(dir)) {
+          this.fs.mkdir(dir);
+          made.push(dir);
+        }
+        byController.set(controller, dir);
+      }
       const memory = byController.get('memory')!;
       if (!this.hasMemsw) writeIfPresent(this.fs, join(memory, 'memory.swappiness'), '0');
       // A new cgroup's memsw limit is unlimited: the memory limit goes first.
       this.writeLimits(byController, limits, false);
-      return { name, dirs, cloneInto, attachBeforeRelease, primaryDir: memory, byController };
+      let cloneInto: string | undefined;
+      if (this.unifiedParent) {
+        cloneInto = join(this.unifiedParent, name);
+        this.fs.mkdir(cloneInto);
+        made.push(cloneInto);
+      }
+      return { name, dirs: made, cloneInto, attachBeforeRelease: [...new Set(byController.values())], primaryDir: memory, byController };
     } catch (error) {
       for (const dir of made) void removeDir(this.fs, dir, 0).catch(() => {});
       throw new FnboxError('SandboxError', `creating cgroup ${name} failed: ${(error as Error).message}`, { cause: error });

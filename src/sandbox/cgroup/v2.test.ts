@@ -34,9 +34,9 @@ describe('V2CgroupDriver', () => {
     expect(fs.exists(`${SELF}/fnbox-gateway/fnbox-gateway`)).toBe(false);
   });
 
-  it('writes limits in the documented formats, swap off and group OOM on', async () => {
+  it('writes limits in the documented formats, swap off and group OOM on', () => {
     const { fs, driver } = hostWith([100]);
-    const cg = await driver.create('sb-1', { memoryBytes: 64 << 20, cpus: 0.5, cpuPeriodUs: 100_000, pidsMax: 32 });
+    const cg = driver.create('sb-1', { memoryBytes: 64 << 20, cpus: 0.5, cpuPeriodUs: 100_000, pidsMax: 32 });
     expect(cg).toMatchObject({ cloneInto: `${SELF}/fnbox-test/sb-1`, attachBeforeRelease: [], primaryDir: `${SELF}/fnbox-test/sb-1` });
     const file = (name: string): string => fs.read(`${cg.primaryDir}/${name}`).trim();
     expect(file('memory.max')).toBe(String(64 << 20));
@@ -44,13 +44,13 @@ describe('V2CgroupDriver', () => {
     expect(file('memory.oom.group')).toBe('1');
     expect(file('cpu.max')).toBe('50000 100000');
     expect(file('pids.max')).toBe('32');
-    const uncapped = await driver.create('sb-2', { memoryBytes: 1 << 20, cpuPeriodUs: 100_000, pidsMax: 4 });
+    const uncapped = driver.create('sb-2', { memoryBytes: 1 << 20, cpuPeriodUs: 100_000, pidsMax: 4 });
     expect(fs.read(`${uncapped.primaryDir}/cpu.max`).trim()).toBe('max 100000');
   });
 
-  it('reads usage and events from cpu.stat, memory.*, pids.*', async () => {
+  it('reads usage and events from cpu.stat, memory.*, pids.*', () => {
     const { fs, driver } = hostWith([100]);
-    const cg = await driver.create('sb-1', { memoryBytes: 1 << 30, cpus: 1, cpuPeriodUs: 100_000, pidsMax: 32 });
+    const cg = driver.create('sb-1', { memoryBytes: 1 << 30, cpus: 1, cpuPeriodUs: 100_000, pidsMax: 32 });
     fs.setFile(`${cg.primaryDir}/cpu.stat`, 'usage_usec 5000\nuser_usec 4000\nsystem_usec 1000\nnr_periods 7\nnr_throttled 2\nthrottled_usec 900\n');
     fs.setFile(`${cg.primaryDir}/memory.current`, '4096\n');
     fs.setFile(`${cg.primaryDir}/memory.peak`, '8192\n');
@@ -66,7 +66,7 @@ describe('V2CgroupDriver', () => {
 
   it('kills with cgroup.kill, destroys, sweeps leftovers and closes', async () => {
     const { fs, driver } = hostWith([100]);
-    const cg = await driver.create('sb-1', { memoryBytes: 1 << 30, cpuPeriodUs: 100_000, pidsMax: 32 });
+    const cg = driver.create('sb-1', { memoryBytes: 1 << 30, cpuPeriodUs: 100_000, pidsMax: 32 });
     fs.addProcess(cg.primaryDir, 555);
     await expect(driver.destroy(cg)).rejects.toMatchObject({ code: 'EBUSY' });
     driver.kill(cg);
@@ -74,7 +74,7 @@ describe('V2CgroupDriver', () => {
     await driver.destroy(cg);
     expect(fs.exists(cg.primaryDir)).toBe(false);
 
-    const left = await driver.create('left-over', { memoryBytes: 1 << 30, cpuPeriodUs: 100_000, pidsMax: 32 });
+    const left = driver.create('left-over', { memoryBytes: 1 << 30, cpuPeriodUs: 100_000, pidsMax: 32 });
     fs.addProcess(left.primaryDir, 777);
     expect(await driver.sweep()).toBe(1);
     expect(fs.exists(left.primaryDir)).toBe(false);

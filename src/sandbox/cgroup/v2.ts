@@ -62,9 +62,9 @@ export class V2CgroupDriver implements CgroupDriver {
     this.fs.write(subtree, missing.map((c) => `+${c}`).join(' '));
   }
 
-  async create(name: string, limits: CgroupLimits): Promise<SandboxCgroup> {
+  create(name: string, limits: CgroupLimits): SandboxCgroup {
     const dir = join(this.parent, name);
-    await this.fs.makeDir(dir);
+    this.fs.mkdir(dir);
     try {
       writeIfPresent(this.fs, join(dir, 'memory.swap.max'), '0');
       // An OOM kills the whole sandbox, not just its biggest process.
