@@ -7,7 +7,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SandboxHost, type Sandbox } from '../src/sandbox/index.js';
 import { progress, startBenchWorker, type BenchContext } from './lib/context.js';
-import { bootPeers, timeCommand, timeCommandAtOnce, timer } from './lib/peers.js';
+import { bootPeers, timeCommand, timeCommandAtOnce, timer, type Peer } from './lib/peers.js';
 import { measureCpu } from './lib/machine.js';
 import { percentile, rateRow, summarize, type ResultRow } from './lib/stats.js';
 
@@ -92,21 +92,22 @@ export async function runBoot(context: BenchContext): Promise<{ results: ResultR
   // every step paid by the boot, as the peers pay theirs.
   const unparkedState = `${defaultHost.stateDir}-unparked`;
   const host = await SandboxHost.open({ stateDir: unparkedState, parkAhead: 0 });
+  const peers = bootPeers(images.getSync('shell').rootfs);
   try {
-    return await measureBoots(host, defaultHost, images, quick);
+    return await measureBoots(host, defaultHost, images, peers, quick);
   } finally {
+    for (const peer of peers) peer.cleanup?.();
     await host.close();
     rmSync(unparkedState, { recursive: true, force: true });
   }
 }
 
-async function measureBoots(host: SandboxHost, parking: SandboxHost, images: BenchContext['images'], quick: boolean): Promise<{ results: ResultRow[]; notes: string[] }> {
+async function measureBoots(host: SandboxHost, parking: SandboxHost, images: BenchContext['images'], peers: Peer[], quick: boolean): Promise<{ results: ResultRow[]; notes: string[] }> {
   const shell = images.getSync('shell');
   const results: ResultRow[] = [];
   const notes: string[] = [];
   const rounds = quick ? 5 : 10;
   const perRound = quick ? 20 : 40;
-  const peers = bootPeers(shell.rootfs);
   for (const peer of peers) if (!peer.available) notes.push(`${peer.name}: not measured — ${peer.why}`);
   notes.push(`peers timed with ${timer}${timer === 'spawnSync' ? ' (includes Node spawn overhead, ~2 ms here)' : ' (shell start-up subtracted)'}; fnbox timed in-process through its API`);
 
@@ -230,7 +231,6 @@ async function measureBoots(host: SandboxHost, parking: SandboxHost, images: Ben
       summarize('boot', peer.name, `boot-${PARALLEL_BOOTS}-parallel`, 'ms', atOnce, `${PARALLEL_BOOTS} started at once, each timed around Node's spawn; p99 ${p99Over(atOnce, alone)}× the boot-spawned p50`),
     );
   }
-  for (const peer of peers) peer.cleanup?.();
 
   progress('boot: 200 alive');
   const alive = [];
