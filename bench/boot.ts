@@ -7,7 +7,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SandboxHost, type Sandbox } from '../src/sandbox/index.js';
 import { progress, startBenchWorker, type BenchContext } from './lib/context.js';
-import { bootPeers, timeCommand, timeCommandAtOnce, timer, type Peer } from './lib/peers.js';
+import { BARE_PROCESS, bootPeers, timeCommand, timeCommandAtOnce, timer, type Peer } from './lib/peers.js';
 import { measureCpu } from './lib/machine.js';
 import { percentile, rateRow, summarize, type ResultRow } from './lib/stats.js';
 
@@ -84,6 +84,34 @@ function splitRows(metric: string, splits: BootSplit[], what: string): ResultRow
     summarize('boot', 'fnbox', `${metric}-split-in-launcher`, 'ms', splits.map((s) => s.inLauncher), `of each ${what}: inside the monitor until the program is exec'd (from nothing: layer, namespaces, ids, mounts, privileges; parked: hostname, the program's arguments)`),
     summarize('boot', 'fnbox', `${metric}-split-after-start`, 'ms', splits.map((s) => s.afterStart), `of each ${what}: /bin/true runs and exits, the gateway hears of it`),
   ];
+}
+
+/**
+ * 50 boots at once on a host that keeps 50 sandboxes parked (parkAhead 50),
+ * full before each round: everything but the program's own start is paid
+ * before the burst, so what is left is what no reserve can take away.
+ */
+async function parkedBurst(stateDirBase: string, rootfs: string, rounds: number): Promise<ResultRow> {
+  const stateDir = `${stateDirBase}-burst`;
+  const host = await SandboxHost.open({ stateDir, parkAhead: PARALLEL_BOOTS });
+  try {
+    progress(`boot: 50 in parallel, ${PARALLEL_BOOTS} parked`);
+    await fnboxBoot(host, rootfs); // the shape to park in
+    const alone: number[] = [];
+    for (let i = 0; i < 20; i++) alone.push(await parkedBoot(host, rootfs, []));
+    const atOnce: number[] = [];
+    let served = 0;
+    for (let round = 0; round < rounds; round++) {
+      await host.idle();
+      const parkedBefore = host.parked().length;
+      if (parkedBefore < PARALLEL_BOOTS) throw new Error(`boot-parked-50-parallel: only ${parkedBefore} sandboxes parked before the round`);
+      atOnce.push(...(await Promise.all(Array.from({ length: PARALLEL_BOOTS }, () => fnboxBoot(host, rootfs, undefined, () => served++)))));
+    }
+    return summarize('boot', 'fnbox', `boot-parked-${PARALLEL_BOOTS}-parallel`, 'ms', atOnce, `${PARALLEL_BOOTS} boots at once on a host with ${PARALLEL_BOOTS} parked in their shape (parkAhead ${PARALLEL_BOOTS}), refilled before each round; ${served} of ${atOnce.length} ran in a parked sandbox; p99 ${p99Over(atOnce, alone)}× the p50 of ${alone.length} parked boots alone on that host`);
+  } finally {
+    await host.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
 }
 
 export async function runBoot(context: BenchContext): Promise<{ results: ResultRow[]; notes: string[] }> {
@@ -218,16 +246,19 @@ async function measureBoots(host: SandboxHost, parking: SandboxHost, images: Ben
   }
   loopDelay.disable();
   results.push(summarize('boot', 'fnbox', `boot-${PARALLEL_BOOTS}-parallel`, 'ms', parallel, `${PARALLEL_BOOTS} boots from nothing started at once, each timed alone; p99 ${p99Over(parallel, samples.get('fnbox')!)}× the boot p50 above; the event loop stalled ${(loopDelay.max / 1e6).toFixed(0)} ms at most`));
+  results.push(await parkedBurst(host.stateDir, shell.rootfs, parallelRounds));
   // The peers the same way, for scale: how much of the p99 is the machine's.
-  // Docker is left out: a round of 50 would take many seconds.
-  for (const peer of peers.filter((p) => p.available && p.name !== 'docker')) {
+  // Docker is left out: a round of 50 would take many seconds. `bare` is
+  // /bin/true with no isolation: the machine's own floor.
+  for (const peer of [BARE_PROCESS, ...peers.filter((p) => p.available && p.name !== 'docker')]) {
     progress(`boot: 50 ${peer.name} in parallel`);
     const alone: number[] = [];
     for (let i = 0; i < (quick ? 20 : 50); i++) alone.push(...(await timeCommandAtOnce(peer.command!, 1)));
     const atOnce: number[] = [];
     for (let round = 0; round < parallelRounds; round++) atOnce.push(...(await timeCommandAtOnce(peer.command!, PARALLEL_BOOTS)));
+    const what = peer === BARE_PROCESS ? 'no isolation, `sh -c /bin/true` as the peers are run; ' : '';
     results.push(
-      summarize('boot', peer.name, 'boot-spawned', 'ms', alone, 'one at a time, each timed around Node\'s spawn (the reference of the row below)'),
+      summarize('boot', peer.name, 'boot-spawned', 'ms', alone, `${what}one at a time, each timed around Node's spawn (the reference of the row below)`),
       summarize('boot', peer.name, `boot-${PARALLEL_BOOTS}-parallel`, 'ms', atOnce, `${PARALLEL_BOOTS} started at once, each timed around Node's spawn; p99 ${p99Over(atOnce, alone)}× the boot-spawned p50`),
     );
   }

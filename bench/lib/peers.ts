@@ -67,6 +67,13 @@ export function dockerImport(rootfs: string, tag: string): void {
   execFileSync('sh', ['-c', `tar -C ${rootfs} -c . | docker import - ${tag}`], { stdio: 'ignore' });
 }
 
+/**
+ * No isolation at all: the program alone, started the way the peers are.
+ * The floor a sandbox's boot sits on, and what the machine itself does
+ * with 50 process starts at once.
+ */
+export const BARE_PROCESS: Peer = { name: 'bare', available: true, command: '/bin/true' };
+
 export function bootPeers(rootfs: string): Peer[] {
   const peers: Peer[] = [];
   peers.push(has('unshare')
