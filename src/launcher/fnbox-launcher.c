@@ -21,7 +21,8 @@
  *     1. parse arguments into one plain struct            (parse_args)
  *     2. tie our life to the gateway, drop host groups
  *     3. build the root layer: tmpfs + overlay, detached  (make_root_layer)
- *     4. clone3 into new user/pid/mnt/net/ipc/uts namespaces (and the v2 cgroup)
+ *     4. make the sandbox's cgroups as listed (make_cgroups); clone3 into new
+ *        user/pid/mnt/net/ipc/uts namespaces (and the v2 cgroup)
  *     5. write uid/gid maps, attach v1 cgroups, release the child
  *     6. with --park: report "parked", wait for "start", set the hostname
  *        and hand the program its arguments (await_claim);
@@ -171,6 +172,8 @@ struct config {
   int loopback_up;              /* bring lo up in the sandbox's network namespace */
   struct id_map uid_maps[8]; int n_uid_maps;
   struct id_map gid_maps[8]; int n_gid_maps;
+  const char *cgroup_mkdirs[8]; int n_cgroup_mkdirs;  /* made before the clone, in order */
+  const char *cgroup_writes[32]; int n_cgroup_writes; /* FILE, VALUE pairs, written after them */
   const char *cgroup2;                            /* CLONE_INTO_CGROUP target */
   const char *cgroup1[MAX_LIST]; int n_cgroup1;   /* attached before release */
   uid_t uid; gid_t gid;                           /* the program's identity */
@@ -331,6 +334,11 @@ static void parse_args(int argc, char **argv) {
     else if (strcmp(a, "--loopback-up") == 0) cfg.loopback_up = 1;
     else if (strcmp(a, "--uid-map") == 0) PUSH(cfg.uid_maps, cfg.n_uid_maps, parse_id_map(a, NEXT()));
     else if (strcmp(a, "--gid-map") == 0) PUSH(cfg.gid_maps, cfg.n_gid_maps, parse_id_map(a, NEXT()));
+    else if (strcmp(a, "--cgroup-mkdir") == 0) PUSH(cfg.cgroup_mkdirs, cfg.n_cgroup_mkdirs, NEXT());
+    else if (strcmp(a, "--cgroup-write") == 0) {
+      PUSH(cfg.cgroup_writes, cfg.n_cgroup_writes, NEXT());
+      PUSH(cfg.cgroup_writes, cfg.n_cgroup_writes, NEXT());
+    }
     else if (strcmp(a, "--cgroup2") == 0) cfg.cgroup2 = NEXT();
     else if (strcmp(a, "--cgroup1") == 0) PUSH(cfg.cgroup1, cfg.n_cgroup1, NEXT());
     else if (strcmp(a, "--uid") == 0) cfg.uid = (uid_t)parse_num(a, NEXT());
@@ -848,6 +856,17 @@ static void write_file(const char *path, const char *data) {
   ssize_t len = (ssize_t)strlen(data);
   if (write(fd, data, (size_t)len) != len) die(EXIT_IDMAP, "write %s", path);
   close(fd);
+}
+
+/* The sandbox's cgroup directories and limits, exactly as TypeScript listed
+ * them (src/sandbox/cgroup). Made here rather than in the gateway: each
+ * mkdir waits on the kernel's one cgroup lock, which the boots around it
+ * hold in turn, and the gateway's only thread must not wait there. */
+static void make_cgroups(void) {
+  STEP("make_cgroups");
+  for (int i = 0; i < cfg.n_cgroup_mkdirs; i++)
+    if (mkdir(cfg.cgroup_mkdirs[i], 0755) < 0) die(EXIT_IDMAP, "mkdir %s", cfg.cgroup_mkdirs[i]);
+  for (int i = 0; i + 1 < cfg.n_cgroup_writes; i += 2) write_file(cfg.cgroup_writes[i], cfg.cgroup_writes[i + 1]);
 }
 
 static void write_id_map(pid_t pid, const char *file, struct id_map *maps, int n) {
@@ -1477,6 +1496,8 @@ static int run_monitor(int argc, char **argv) {
   if (pipe2(go_pipe, O_CLOEXEC) < 0 || pipe2(error_pipe, O_CLOEXEC) < 0 || pipe2(exit_pipe, O_CLOEXEC) < 0)
     die(EXIT_CLONE, "pipe2");
   if (cfg.park && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, start_sock) < 0) die(EXIT_CLONE, "socketpair");
+
+  make_cgroups();
 
   STEP("clone3");
   struct clone_args args;

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { DEFAULT_LAUNCHER } from '../paths.js';
 import { FnboxError } from '../errors.js';
 import { InFlight } from '../in-flight.js';
-import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver, type CgroupLimits, type SandboxCgroup } from './cgroup/index.js';
+import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver, type CgroupLimits, type CgroupRecipe, type SandboxCgroup } from './cgroup/index.js';
 import { CgroupReserve, newSandboxId, sameLimits } from './cgroup/reserve.js';
 import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
 import { Launcher, type LaunchedSandbox } from './launcher.js';
@@ -214,32 +214,36 @@ export class SandboxHost {
         // Its sandbox is gone (killed while parked, say): boot one the usual way.
       }
     }
-    return this.withResources(request, async (id, hostIdBase, cgroup) => {
-      const spec = this.specFor(request, id, hostIdBase, cgroup);
+    return this.withResources(request, async (id, hostIdBase, cgroup, _limits, makeCgroup) => {
+      const spec = this.specFor(request, id, hostIdBase, cgroup, makeCgroup);
       return this.register(spec, cgroup, hostIdBase, await this.launcher.boot(spec));
     });
   }
 
   /**
-   * Runs `use` with a uid range and a cgroup of their own for a sandbox (the
-   * cgroup from the reserve unless the sandbox is named by the caller), and
-   * gives both back if it fails.
+   * Runs `use` with a uid range and a cgroup of their own for a sandbox, and
+   * gives both back if it fails. The cgroup comes from the reserve unless the
+   * sandbox is named by the caller; otherwise `makeCgroup` says how the
+   * launcher makes it, so that the gateway's thread does not wait on the
+   * kernel's cgroup lock while other boots hold it.
    */
-  private async withResources<T>(request: BootRequest, use: (id: string, hostIdBase: number, cgroup: SandboxCgroup, cgroupLimits: CgroupLimits) => Promise<T>): Promise<T> {
+  private async withResources<T>(request: BootRequest, use: (id: string, hostIdBase: number, cgroup: SandboxCgroup, cgroupLimits: CgroupLimits, makeCgroup?: CgroupRecipe) => Promise<T>): Promise<T> {
     const cgroupLimits = this.cgroupLimitsOf(request);
     const hostIdBase = this.ids.acquire();
     let id: string;
     let cgroup: SandboxCgroup;
+    let makeCgroup: CgroupRecipe | undefined;
     try {
       const reserved = request.id === undefined ? this.cgroupReserve.take(cgroupLimits) : undefined;
       id = reserved?.id ?? request.id ?? newSandboxId();
-      cgroup = reserved?.cgroup ?? this.cgroups.create(id, cgroupLimits);
+      if (reserved) cgroup = reserved.cgroup;
+      else ({ cgroup, recipe: makeCgroup } = this.cgroups.plan(id, cgroupLimits));
     } catch (error) {
       this.ids.release(hostIdBase);
       throw error;
     }
     try {
-      return await use(id, hostIdBase, cgroup, cgroupLimits);
+      return await use(id, hostIdBase, cgroup, cgroupLimits, makeCgroup);
     } catch (error) {
       this.cgroups.kill(cgroup);
       await this.cgroups.destroy(cgroup).catch(() => {});
@@ -258,7 +262,7 @@ export class SandboxHost {
     return sandbox;
   }
 
-  private specFor(request: BootRequest, id: string, hostIdBase: number, cgroup?: SandboxCgroup): SandboxSpec {
+  private specFor(request: BootRequest, id: string, hostIdBase: number, cgroup?: SandboxCgroup, makeCgroup?: CgroupRecipe): SandboxSpec {
     return buildSandboxSpec({
       id,
       layers: request.layers,
@@ -274,6 +278,7 @@ export class SandboxHost {
       captureLogs: request.captureLogs,
       seccompFile: request.seccompFile === false ? undefined : (request.seccompFile ?? this.seccompFile),
       cgroup,
+      makeCgroup,
     });
   }
 
@@ -296,8 +301,8 @@ export class SandboxHost {
 
   /** Boots a sandbox for a boot like `request`, as far as its program. */
   private park(request: BootRequest): Promise<ParkedBoot> {
-    return this.withResources({ ...request, id: undefined }, async (id, hostIdBase, cgroup, cgroupLimits) => {
-      const spec = this.specFor(request, id, hostIdBase, cgroup);
+    return this.withResources({ ...request, id: undefined }, async (id, hostIdBase, cgroup, cgroupLimits, makeCgroup) => {
+      const spec = this.specFor(request, id, hostIdBase, cgroup, makeCgroup);
       const parked = await this.launcher.park(spec);
       return { spec, shape: parkedShape(spec), cgroup, cgroupLimits, hostIdBase, parked };
     });

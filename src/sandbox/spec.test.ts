@@ -65,6 +65,23 @@ describe('specToLauncherArgs', () => {
     expect(pairs('--small-layer-bytes')).toEqual(['262144']);
     expect(args).toContain('--capture-logs');
     expect(args.slice(args.indexOf('--'))).toEqual(['--', ...base.argv]);
+    // Made ahead (no recipe): the launcher only joins the cgroup.
+    expect(args).not.toContain('--cgroup-mkdir');
+    expect(args).not.toContain('--cgroup-write');
+  });
+
+  it('hands the launcher the recipe of a cgroup it is to make, in order, before it joins it', () => {
+    const makeCgroup = {
+      mkdirs: ['/sys/fs/cgroup/memory/fnbox/sb-1', '/sys/fs/cgroup/unified/fnbox/sb-1'],
+      writes: [['/sys/fs/cgroup/memory/fnbox/sb-1/memory.limit_in_bytes', '134217728'], ['/sys/fs/cgroup/memory/fnbox/sb-1/memory.memsw.limit_in_bytes', '134217728']] as const,
+    };
+    const args = specToLauncherArgs(buildSandboxSpec({ ...base, makeCgroup }), '/state/run/launcher.sock');
+    const first = args.indexOf('--cgroup-mkdir');
+    expect(args.slice(first, first + 10)).toEqual([
+      '--cgroup-mkdir', makeCgroup.mkdirs[0], '--cgroup-mkdir', makeCgroup.mkdirs[1],
+      '--cgroup-write', ...makeCgroup.writes[0], '--cgroup-write', ...makeCgroup.writes[1],
+    ]);
+    expect(args.indexOf('--cgroup2')).toBeGreaterThan(first);
   });
 });
 
@@ -92,6 +109,7 @@ describe('parking (--park)', () => {
       cwd: '/tmp',
       hostname: 'other',
       cgroup: { cloneInto: '/sys/fs/cgroup/unified/fnbox/sb-2', attachBeforeRelease: ['/sys/fs/cgroup/memory/fnbox/sb-2'] },
+      makeCgroup: { mkdirs: ['/sys/fs/cgroup/unified/fnbox/sb-2'], writes: [['/sys/fs/cgroup/unified/fnbox/sb-2/pids.max', '64']] },
     });
     expect(parkedShape(b)).toBe(parkedShape(a));
     // What the sandbox is built from is its shape.

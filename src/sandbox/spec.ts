@@ -4,6 +4,7 @@
 // carries it out. Both are pure and unit-tested.
 
 import { FnboxError } from '../errors.js';
+import type { CgroupRecipe } from './cgroup/index.js';
 
 export interface IdMap {
   inside: number;
@@ -49,6 +50,8 @@ export interface SandboxOptions {
   captureLogs?: boolean;
   seccompFile?: string;
   cgroup?: { cloneInto?: string; attachBeforeRelease: readonly string[] };
+  /** How the monitor makes that cgroup before it clones; absent when it exists already. */
+  makeCgroup?: CgroupRecipe;
 }
 
 export interface SandboxSpec {
@@ -80,6 +83,8 @@ export interface SandboxSpec {
   gateFd?: number;
   captureLogs: boolean;
   seccompFile?: string;
+  /** Made by the monitor before it clones (the boot's own cgroup); absent when made ahead. */
+  makeCgroup?: CgroupRecipe;
   cloneIntoCgroup?: string;
   attachCgroups: string[];
   argv: string[];
@@ -197,6 +202,7 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
     gateFd: options.channel ? GATE_FD : undefined,
     captureLogs: options.captureLogs ?? false,
     seccompFile: options.seccompFile,
+    makeCgroup: options.makeCgroup,
     cloneIntoCgroup: options.cgroup?.cloneInto,
     attachCgroups: [...(options.cgroup?.attachBeforeRelease ?? [])],
     argv: [...options.argv],
@@ -244,6 +250,8 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string, opti
   if (spec.loopbackUp) args.push('--loopback-up');
   for (const map of spec.uidMaps) add('--uid-map', `${map.inside}:${map.outside}:${map.count}`);
   for (const map of spec.gidMaps) add('--gid-map', `${map.inside}:${map.outside}:${map.count}`);
+  for (const dir of spec.makeCgroup?.mkdirs ?? []) add('--cgroup-mkdir', dir);
+  for (const [file, value] of spec.makeCgroup?.writes ?? []) args.push('--cgroup-write', file, value);
   if (spec.cloneIntoCgroup) add('--cgroup2', spec.cloneIntoCgroup);
   for (const dir of spec.attachCgroups) add('--cgroup1', dir);
   add('--uid', spec.uid);
@@ -262,5 +270,5 @@ export function specToLauncherArgs(spec: SandboxSpec, connectPath?: string, opti
  * everything they are built from but their identity (id, host ids, cgroup).
  */
 export function parkedShape(spec: SandboxSpec): string {
-  return JSON.stringify(specToLauncherArgs({ ...spec, id: '', uidMaps: [], gidMaps: [], cloneIntoCgroup: undefined, attachCgroups: [] }, undefined, { park: true }));
+  return JSON.stringify(specToLauncherArgs({ ...spec, id: '', uidMaps: [], gidMaps: [], makeCgroup: undefined, cloneIntoCgroup: undefined, attachCgroups: [] }, undefined, { park: true }));
 }

@@ -76,6 +76,43 @@ describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
     }
   });
 
+  it('plans a cgroup without making it; its recipe, followed in order, makes what create() makes', async () => {
+    const { driver, fs } = open();
+    const limits = { cpuPeriodUs: 100_000, cpus: 0.5, memoryBytes: 96 << 20, pidsMax: 24 };
+    const { cgroup: planned, recipe } = driver.plan('sb-planned', limits);
+    try {
+      expect(planned.dirs.filter((dir) => fs.exists(dir))).toEqual([]);
+      expect(recipe.mkdirs).toEqual(planned.dirs);
+      // Every write goes into a directory the recipe makes first.
+      for (const [file] of recipe.writes) expect(recipe.mkdirs.some((dir) => file.startsWith(`${dir}/`)), file).toBe(true);
+      // As the launcher does it (make_cgroups): every mkdir, then every write.
+      for (const dir of recipe.mkdirs) fs.mkdir(dir);
+      for (const [file, value] of recipe.writes) fs.write(file, value);
+      const created = driver.create('sb-created', limits);
+      try {
+        const rename = (path: string): string => path.replace('sb-planned', 'sb-created');
+        expect(planned.dirs.map(rename)).toEqual(created.dirs);
+        expect(planned.attachBeforeRelease.map(rename)).toEqual(created.attachBeforeRelease);
+        expect(planned.cloneInto && rename(planned.cloneInto)).toEqual(created.cloneInto);
+        expect(heldLimits(driver, fs, planned)).toEqual(heldLimits(driver, fs, created));
+        expect(heldLimits(driver, fs, planned).pids).toBe(24);
+      } finally {
+        await driver.destroy(created);
+      }
+    } finally {
+      await driver.destroy(planned);
+      await driver.close();
+    }
+  });
+
+  it('closing removes a sandbox cgroup left behind, and then its own parents', async () => {
+    const { driver, fs } = open();
+    const { cgroup, recipe } = driver.plan('sb-left', { cpuPeriodUs: 100_000, cpus: 1, memoryBytes: 64 << 20, pidsMax: 16 });
+    // Made by a monitor the gateway had given up on: the driver never heard of it.
+    for (const dir of recipe.mkdirs) fs.mkdir(dir);
+    await driver.close();
+    for (const dir of cgroup.dirs) expect(fs.exists(dir), dir).toBe(false);
+  });
 
   it('creates a sandbox cgroup under its own parent, reports usage, and removes everything', async () => {
     const { driver, fs } = open();

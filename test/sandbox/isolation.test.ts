@@ -1,5 +1,5 @@
 // What a program sees from inside a sandbox, and what the host sees of it.
-import { mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -183,6 +183,59 @@ describe('from the host', () => {
       expect(own).toContain(cg.name);
     } finally {
       await sandbox.destroy();
+    }
+  });
+
+  it('a boot that finds no cgroup made ahead has the launcher make it, with its limits, before the clone', async () => {
+    const shell = image('shell');
+    // A named sandbox never takes one from the reserve.
+    const sandbox = await host.boot({
+      id: 'sb-made-by-monitor',
+      layers: [shell.rootfs],
+      argv: ['/bin/sleep', '30'],
+      limits: { memoryBytes: 80 * 1024 * 1024, cpus: 0.25, pidsMax: 19 },
+    });
+    const dirs = [...sandbox.cgroup.dirs];
+    try {
+      // The gateway listed what to make; the monitor made it.
+      expect(sandbox.spec.makeCgroup?.mkdirs).toEqual(dirs);
+      const read = (path: string): string => readFileSync(path, 'utf8').trim();
+      for (const [file, value] of sandbox.spec.makeCgroup!.writes) {
+        // cpu.max reads back as "QUOTA PERIOD", as written; a byte limit as the number.
+        expect(read(file), file).toBe(value);
+      }
+      const limits = sandbox.spec.makeCgroup!.writes.map(([file]) => file.split('/').pop());
+      expect(limits).toContain('pids.max');
+      expect(limits).toContain(host.cgroups.mode === 'v2' ? 'memory.max' : 'memory.limit_in_bytes');
+      for (const dir of dirs) {
+        const members = read(`${dir}/cgroup.procs`).split('\n').map(Number);
+        expect(members, dir).toContain(sandbox.initPid);
+        expect(members, dir).toContain(sandbox.pid);
+      }
+    } finally {
+      await sandbox.destroy();
+    }
+    for (const dir of dirs) expect(exists(`${dir}/cgroup.procs`), dir).toBe(false);
+  });
+
+  it('a cgroup the launcher cannot make fails the boot with the step that failed, and leaves nothing', async () => {
+    const shell = image('shell');
+    const limits = { memoryBytes: 64 * 1024 * 1024, cpus: 1, cpuPeriodUs: 100_000, pidsMax: 64 };
+    // Something else holds the name in the last hierarchy: the monitor's mkdir meets EEXIST there.
+    const { cgroup } = host.cgroups.plan('sb-taken', limits);
+    const taken = cgroup.dirs.at(-1)!;
+    mkdirSync(taken);
+    try {
+      const boot = host.boot({ id: 'sb-taken', layers: [shell.rootfs], argv: ['/bin/true'] });
+      await expect(boot).rejects.toMatchObject({ code: 'SandboxError', details: { step: 'make_cgroups', errno: 17 } });
+      await expect(boot).rejects.toThrow(/id maps and cgroups failed at step make_cgroups: mkdir .*sb-taken/);
+      // What the recipe made before it failed is gone (the clash too: it bore the sandbox's name).
+      for (const dir of cgroup.dirs) expect(exists(`${dir}/cgroup.procs`), dir).toBe(false);
+      expect(host.get('sb-taken')).toBeUndefined();
+      const { exit } = await run(host, { layers: [shell.rootfs], argv: ['/bin/true'] });
+      expect(exit.code).toBe(0);
+    } finally {
+      if (exists(`${taken}/cgroup.procs`)) rmdirSync(taken);
     }
   });
 });

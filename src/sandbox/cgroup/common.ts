@@ -2,10 +2,27 @@
 // directories, and finding leftovers of an earlier run.
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { FnboxError } from '../../errors.js';
 import type { CgroupFs } from './fs.js';
+import type { CgroupRecipe } from './types.js';
 
 export function ensureDir(fs: CgroupFs, dir: string): void {
   if (!fs.exists(dir)) fs.mkdir(dir);
+}
+
+/** Makes a cgroup as `recipe` says; on failure removes what it made and says why. */
+export function followRecipe(fs: CgroupFs, name: string, recipe: CgroupRecipe): void {
+  const made: string[] = [];
+  try {
+    for (const dir of recipe.mkdirs) {
+      fs.mkdir(dir);
+      made.push(dir);
+    }
+    for (const [file, value] of recipe.writes) fs.write(file, value);
+  } catch (error) {
+    for (const dir of made.reverse()) void removeDir(fs, dir, 0).catch(() => {});
+    throw new FnboxError('SandboxError', `creating cgroup ${name} failed: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 export function tryRead(fs: CgroupFs, path: string): string | undefined {

@@ -25,6 +25,17 @@ export interface SandboxCgroup {
   readonly primaryDir: string;
 }
 
+/**
+ * What making a sandbox's cgroup takes: these directories, then these
+ * writes, in this order. The launcher's monitor follows it for a boot (the
+ * gateway's thread never waits on the kernel's cgroup lock); `create` follows
+ * it in-process, for cgroups made ahead.
+ */
+export interface CgroupRecipe {
+  readonly mkdirs: readonly string[];
+  readonly writes: ReadonlyArray<readonly [file: string, value: string]>;
+}
+
 export interface CgroupUsage {
   memoryCurrentBytes: number;
   memoryPeakBytes: number;
@@ -55,6 +66,9 @@ export interface CgroupDriver {
   readonly mode: CgroupMode;
   /** One line for logs and /healthz: which driver, where. */
   readonly description: string;
+  /** Sandbox cgroup `name` with `limits`, and how to make it; nothing is made yet. */
+  plan(name: string, limits: CgroupLimits): { cgroup: SandboxCgroup; recipe: CgroupRecipe };
+  /** plan() and its recipe followed here; the cgroup exists on return. */
   create(name: string, limits: CgroupLimits): SandboxCgroup;
   /** Rewrites the limits of a cgroup no process has joined yet (one made ahead with `previous`). */
   setLimits(cgroup: SandboxCgroup, limits: CgroupLimits, previous: CgroupLimits): void;

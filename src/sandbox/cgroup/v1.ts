@@ -6,11 +6,11 @@
 // then kills the whole PID namespace at once (zap_pid_ns_processes).
 import { join } from 'node:path';
 import { FnboxError } from '../../errors.js';
-import { childDirs, ensureDir, killListed, killTree, removeDir, tryRead, writeIfPresent } from './common.js';
+import { childDirs, ensureDir, followRecipe, killListed, killTree, removeDir, tryRead, writeIfPresent } from './common.js';
 import type { CgroupHost } from './detect.js';
 import { parseFlatKeyed, parsePids } from './files.js';
 import { realCgroupFs, type CgroupFs } from './fs.js';
-import type { CallMeter, CgroupDriver, CgroupEvents, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+import type { CallMeter, CgroupDriver, CgroupEvents, CgroupLimits, CgroupRecipe, CgroupUsage, SandboxCgroup } from './types.js';
 
 const CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;
 type Controller = (typeof CONTROLLERS)[number];
@@ -25,6 +25,7 @@ export class V1CgroupDriver implements CgroupDriver {
   private readonly parents = new Map<Controller, string>();
   private readonly unifiedParent?: string;
   private readonly hasMemsw: boolean;
+  private readonly hasSwappiness: boolean;
 
   constructor(host: CgroupHost, parentName: string, private readonly fs: CgroupFs = realCgroupFs) {
     this.mode = host.unifiedSelf ? 'hybrid' : 'v1';
@@ -42,6 +43,7 @@ export class V1CgroupDriver implements CgroupDriver {
       ensureDir(fs, this.unifiedParent);
     }
     this.hasMemsw = fs.exists(join(this.parents.get('memory')!, 'memory.memsw.limit_in_bytes'));
+    this.hasSwappiness = fs.exists(join(this.parents.get('memory')!, 'memory.swappiness'));
     this.description = `cgroup ${this.mode}: v1 ${[...this.parents.keys()].join(',')} under ${this.parents.get('memory')}` +
       (this.unifiedParent ? `; v2 ${this.unifiedParent} for clone-into and kill` : '; kill via the sandbox PID 1');
   }
@@ -50,38 +52,32 @@ export class V1CgroupDriver implements CgroupDriver {
     return (cgroup as V1Sandbox).byController.get(controller);
   }
 
-  create(name: string, limits: CgroupLimits): V1Sandbox {
+  plan(name: string, limits: CgroupLimits): { cgroup: V1Sandbox; recipe: CgroupRecipe } {
     const byController = new Map<Controller, string>();
-    const made: string[] = [];
-    try {
-      for (const [controller, parent] of this.parents) {
-        const dir = join(parent, name);
-        if (!made.includes(dir)) {
-          this.fs.mkdir(dir);
-          made.push(dir);
-        }
-        byController.set(controller, dir);
-      }
-      const memory = byController.get('memory')!;
-      if (!this.hasMemsw) writeIfPresent(this.fs, join(memory, 'memory.swappiness'), '0');
-      // A new cgroup's memsw limit is unlimited: the memory limit goes first.
-      this.writeLimits(byController, limits, false);
-      let cloneInto: string | undefined;
-      if (this.unifiedParent) {
-        cloneInto = join(this.unifiedParent, name);
-        this.fs.mkdir(cloneInto);
-        made.push(cloneInto);
-      }
-      return { name, dirs: made, cloneInto, attachBeforeRelease: [...new Set(byController.values())], primaryDir: memory, byController };
-    } catch (error) {
-      for (const dir of made) void removeDir(this.fs, dir, 0).catch(() => {});
-      throw new FnboxError('SandboxError', `creating cgroup ${name} failed: ${(error as Error).message}`, { cause: error });
-    }
+    for (const [controller, parent] of this.parents) byController.set(controller, join(parent, name));
+    // Co-mounted controllers (cpu,cpuacct) share one directory: made once.
+    const mkdirs = [...new Set(byController.values())];
+    const memory = byController.get('memory')!;
+    const writes: Array<[string, string]> = [];
+    if (!this.hasMemsw && this.hasSwappiness) writes.push([join(memory, 'memory.swappiness'), '0']);
+    // A new cgroup's memsw limit is unlimited: the memory limit goes first.
+    writes.push(...this.limitWrites(byController, limits, false));
+    const attachBeforeRelease = [...mkdirs];
+    const cloneInto = this.unifiedParent ? join(this.unifiedParent, name) : undefined;
+    if (cloneInto) mkdirs.push(cloneInto);
+    return { cgroup: { name, dirs: mkdirs, cloneInto, attachBeforeRelease, primaryDir: memory, byController }, recipe: { mkdirs, writes } };
+  }
+
+  create(name: string, limits: CgroupLimits): V1Sandbox {
+    const { cgroup, recipe } = this.plan(name, limits);
+    followRecipe(this.fs, name, recipe);
+    return cgroup;
   }
 
   setLimits(cgroup: SandboxCgroup, limits: CgroupLimits, previous: CgroupLimits): void {
     try {
-      this.writeLimits((cgroup as V1Sandbox).byController, limits, limits.memoryBytes > previous.memoryBytes);
+      const writes = this.limitWrites((cgroup as V1Sandbox).byController, limits, limits.memoryBytes > previous.memoryBytes);
+      for (const [file, value] of writes) this.fs.write(file, value);
     } catch (error) {
       throw new FnboxError('SandboxError', `setting the limits of cgroup ${cgroup.name} failed: ${(error as Error).message}`, { cause: error });
     }
@@ -91,24 +87,18 @@ export class V1CgroupDriver implements CgroupDriver {
    * The kernel keeps memory.limit_in_bytes <= memory.memsw.limit_in_bytes at
    * every write (EINVAL otherwise): raising both, memsw goes first.
    */
-  private writeLimits(byController: ReadonlyMap<Controller, string>, limits: CgroupLimits, memswFirst: boolean): void {
+  private limitWrites(byController: ReadonlyMap<Controller, string>, limits: CgroupLimits, memswFirst: boolean): Array<[string, string]> {
     const memory = byController.get('memory')!;
-    const writeMemory = (): void => this.fs.write(join(memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
+    const memoryLimit: [string, string] = [join(memory, 'memory.limit_in_bytes'), String(limits.memoryBytes)];
     // memsw = memory + swap: equal to the memory limit means no swap at all.
-    const writeMemsw = (): void => {
-      if (this.hasMemsw) this.fs.write(join(memory, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes));
-    };
-    if (memswFirst) {
-      writeMemsw();
-      writeMemory();
-    } else {
-      writeMemory();
-      writeMemsw();
-    }
+    const memswLimit: Array<[string, string]> = this.hasMemsw ? [[join(memory, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes)]] : [];
     const cpu = byController.get('cpu')!;
-    this.fs.write(join(cpu, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs));
-    this.fs.write(join(cpu, 'cpu.cfs_quota_us'), limits.cpus === undefined ? '-1' : String(Math.round(limits.cpus * limits.cpuPeriodUs)));
-    this.fs.write(join(byController.get('pids')!, 'pids.max'), String(limits.pidsMax));
+    return [
+      ...(memswFirst ? [...memswLimit, memoryLimit] : [memoryLimit, ...memswLimit]),
+      [join(cpu, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs)],
+      [join(cpu, 'cpu.cfs_quota_us'), limits.cpus === undefined ? '-1' : String(Math.round(limits.cpus * limits.cpuPeriodUs))],
+      [join(byController.get('pids')!, 'pids.max'), String(limits.pidsMax)],
+    ];
   }
 
   usage(cgroup: SandboxCgroup): CgroupUsage {
@@ -179,6 +169,9 @@ export class V1CgroupDriver implements CgroupDriver {
   }
 
   async close(): Promise<void> {
+    // A cgroup a monitor made after its boot was given up on (it was slow to
+    // connect, then killed) would keep the parents: gone with the rest.
+    await this.sweep();
     for (const dir of this.allParents()) await removeDir(this.fs, dir, 10);
   }
 }

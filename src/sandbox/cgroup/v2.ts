@@ -5,20 +5,30 @@
 // they keep every limit of that cgroup, which now also covers the sandboxes.
 import { basename, dirname, join } from 'node:path';
 import { FnboxError } from '../../errors.js';
-import { childDirs, ensureDir, killListed, killTree, removeDir, tryRead, writeIfPresent } from './common.js';
+import { childDirs, ensureDir, followRecipe, killListed, killTree, removeDir, tryRead, writeIfPresent } from './common.js';
 import type { CgroupHost } from './detect.js';
 import { formatCpuMax, parseFlatKeyed, parsePids } from './files.js';
 import { realCgroupFs, type CgroupFs } from './fs.js';
-import type { CallMeter, CgroupDriver, CgroupEvents, CgroupLimits, CgroupUsage, SandboxCgroup } from './types.js';
+import type { CallMeter, CgroupDriver, CgroupEvents, CgroupLimits, CgroupRecipe, CgroupUsage, SandboxCgroup } from './types.js';
 
 const CONTROLLERS = ['memory', 'cpu', 'pids'];
 export const GATEWAY_LEAF = 'fnbox-gateway';
+
+function limitWrites(dir: string, limits: CgroupLimits): Array<[string, string]> {
+  return [
+    [join(dir, 'memory.max'), String(limits.memoryBytes)],
+    [join(dir, 'cpu.max'), formatCpuMax(limits.cpus === undefined ? undefined : limits.cpus * limits.cpuPeriodUs, limits.cpuPeriodUs)],
+    [join(dir, 'pids.max'), String(limits.pidsMax)],
+  ];
+}
 
 export class V2CgroupDriver implements CgroupDriver {
   readonly mode = 'v2' as const;
   readonly description: string;
   private readonly self: string;
   private readonly parent: string;
+  /** Files a sandbox's cgroup may lack (swap accounting off, before 4.19): seen on the parent, which has the same ones. */
+  private readonly optionalFiles: ReadonlySet<string>;
 
   constructor(host: CgroupHost, parentName: string, private readonly fs: CgroupFs = realCgroupFs) {
     if (!host.unifiedSelf) throw new FnboxError('HostUnsupported', 'cgroup v2 is not mounted');
@@ -32,6 +42,7 @@ export class V2CgroupDriver implements CgroupDriver {
     this.delegateControllers(this.self === host.unifiedRoot);
     ensureDir(fs, this.parent);
     fs.write(join(this.parent, 'cgroup.subtree_control'), CONTROLLERS.map((c) => `+${c}`).join(' '));
+    this.optionalFiles = new Set(['memory.swap.max', 'memory.oom.group'].filter((file) => fs.exists(join(this.parent, file))));
     this.description = `cgroup v2: sandboxes under ${this.parent}`;
   }
 
@@ -62,33 +73,28 @@ export class V2CgroupDriver implements CgroupDriver {
     this.fs.write(subtree, missing.map((c) => `+${c}`).join(' '));
   }
 
-  create(name: string, limits: CgroupLimits): SandboxCgroup {
+  plan(name: string, limits: CgroupLimits): { cgroup: SandboxCgroup; recipe: CgroupRecipe } {
     const dir = join(this.parent, name);
-    this.fs.mkdir(dir);
-    try {
-      writeIfPresent(this.fs, join(dir, 'memory.swap.max'), '0');
-      // An OOM kills the whole sandbox, not just its biggest process.
-      writeIfPresent(this.fs, join(dir, 'memory.oom.group'), '1');
-      this.writeLimits(dir, limits);
-    } catch (error) {
-      void removeDir(this.fs, dir, 0).catch(() => {});
-      throw new FnboxError('SandboxError', `creating cgroup ${name} failed: ${(error as Error).message}`, { cause: error });
-    }
-    return { name, dirs: [dir], cloneInto: dir, attachBeforeRelease: [], primaryDir: dir };
+    const writes: Array<[string, string]> = [];
+    if (this.optionalFiles.has('memory.swap.max')) writes.push([join(dir, 'memory.swap.max'), '0']);
+    // An OOM kills the whole sandbox, not just its biggest process.
+    if (this.optionalFiles.has('memory.oom.group')) writes.push([join(dir, 'memory.oom.group'), '1']);
+    writes.push(...limitWrites(dir, limits));
+    return { cgroup: { name, dirs: [dir], cloneInto: dir, attachBeforeRelease: [], primaryDir: dir }, recipe: { mkdirs: [dir], writes } };
+  }
+
+  create(name: string, limits: CgroupLimits): SandboxCgroup {
+    const { cgroup, recipe } = this.plan(name, limits);
+    followRecipe(this.fs, name, recipe);
+    return cgroup;
   }
 
   setLimits(cgroup: SandboxCgroup, limits: CgroupLimits): void {
     try {
-      this.writeLimits(cgroup.primaryDir, limits);
+      for (const [file, value] of limitWrites(cgroup.primaryDir, limits)) this.fs.write(file, value);
     } catch (error) {
       throw new FnboxError('SandboxError', `setting the limits of cgroup ${cgroup.name} failed: ${(error as Error).message}`, { cause: error });
     }
-  }
-
-  private writeLimits(dir: string, limits: CgroupLimits): void {
-    this.fs.write(join(dir, 'memory.max'), String(limits.memoryBytes));
-    this.fs.write(join(dir, 'cpu.max'), formatCpuMax(limits.cpus === undefined ? undefined : limits.cpus * limits.cpuPeriodUs, limits.cpuPeriodUs));
-    this.fs.write(join(dir, 'pids.max'), String(limits.pidsMax));
   }
 
   usage(cgroup: SandboxCgroup): CgroupUsage {
@@ -151,6 +157,9 @@ export class V2CgroupDriver implements CgroupDriver {
   }
 
   async close(): Promise<void> {
+    // A cgroup a monitor made after its boot was given up on (it was slow to
+    // connect, then killed) would keep the parent: gone with the rest.
+    await this.sweep();
     await removeDir(this.fs, this.parent, 10);
   }
 }
