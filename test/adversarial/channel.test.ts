@@ -131,7 +131,9 @@ export default { async fetch(request) {
   if (new URL(request.url).pathname !== '/steal') return new Response('fine');
   fs.writeFileSync('/tmp/x', 'x'); // so the root is reset after this call
   // Once this call has answered, take the announcement of that reset before the runtime can.
-  setTimeout(() => fs.readSync(4, Buffer.alloc(1)), 0);
+  // setImmediate, not setTimeout(0): it runs right after this turn, before the runtime can read
+  // the next call's frame; a 1 ms timer lost that race whenever the next call came sooner.
+  setImmediate(() => fs.readSync(4, Buffer.alloc(1)));
   return new Response('stolen');
 } };`,
     };
