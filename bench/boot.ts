@@ -175,16 +175,16 @@ async function measureBoots(host: SandboxHost, parking: SandboxHost, images: Ben
   results.push(summarize('boot', 'fnbox', 'boot-back-to-back-parking', 'ms', parkingBackToBack, `boots one after another on a host that parks ahead (parkAhead 1): ${claimed} of ${parkingBackToBack.length} ran in a parked sandbox (one ready, or one being parked, waited for)`));
 
   // What a cold start meets in practice: a boot after the host was quiet.
-  // On v1/hybrid hosts without favordynmods that boot waits for an RCU grace
-  // period while its process joins the v1 cgroups (src/sandbox/cgroup/detect.ts).
+  // On v1/hybrid hosts that boot once waited ~8 ms for an RCU grace period
+  // while its process was moved into the v1 cgroups by pid; the init now
+  // joins them itself (join_cgroup1 in the launcher), which skips that lock.
   progress('boot: after a quiet moment');
   const afterIdle: number[] = [];
   for (let i = 0; i < (quick ? 10 : 30); i++) {
     await sleep(100);
     afterIdle.push(await fnboxBoot(host, shell.rootfs));
   }
-  const tuning = host.tuningHints.length ? 'favordynmods off (see the start-up hint)' : `cgroup ${host.cgroups.mode === 'v2' ? 'v2: no migration' : 'favordynmods on'}`;
-  results.push(summarize('boot', 'fnbox', 'boot-after-idle', 'ms', afterIdle, `each boot after 100 ms with nothing booting; ${tuning}`));
+  results.push(summarize('boot', 'fnbox', 'boot-after-idle', 'ms', afterIdle, `each boot after 100 ms with nothing booting; cgroup ${host.cgroups.mode}`));
 
   progress('boot: root reset');
   const sleeper = await host.boot({ layers: [shell.rootfs], argv: ['/bin/sleep', '600'] });

@@ -165,7 +165,6 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     status: 'ok',
     uptimeSec: Math.round((Date.now() - deps.startedAt) / 1000),
     cgroups: deps.host.cgroups.description,
-    hints: deps.host.tuningHints,
     sandboxes: deps.host.live().length,
     reservedCgroups: deps.host.reservedCgroupDirs(),
     parked: deps.host.parked(),

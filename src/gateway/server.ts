@@ -32,7 +32,6 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   const startedAt = Date.now();
   const host = await SandboxHost.open({ stateDir: config.stateDir, parkAhead: config.parkAhead });
   log.info({ cgroups: host.cgroups.description, swept: host.swept }, 'sandbox host ready');
-  for (const hint of host.tuningHints) log.warn({ hint }, 'host tuning');
   const images = new ImageStore({ dir: config.imagesDir ?? join(config.stateDir, 'images'), definitionsDir: join(PROJECT_ROOT, 'images'), projectRoot: PROJECT_ROOT });
   const ready: Image[] = [];
   for (const name of ['shell', 'node', 'python', 'exec']) {

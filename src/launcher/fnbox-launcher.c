@@ -23,13 +23,13 @@
  *     3. build the root layer: tmpfs + overlay, detached  (make_root_layer)
  *     4. make the sandbox's cgroups as listed (make_cgroups); clone3 into new
  *        user/pid/mnt/net/ipc/uts namespaces (and the v2 cgroup)
- *     5. write uid/gid maps, attach v1 cgroups, release the child
+ *     5. write uid/gid maps, release the child
  *     6. with --park: report "parked", wait for "start", set the hostname
  *        and hand the program its arguments (await_claim);
  *        report "started", then serve reset (and adopt, sync) commands until
  *        the child exits; each swap is announced on the program's gate
  *   child = PID 1 of the sandbox (sandbox_init)
- *     7. unshare the cgroup namespace (the cgroups are joined by now)
+ *     7. join the v1 cgroups (join_cgroup1); unshare the cgroup namespace
  *     8. attach the root layer (still host uid 0 for path access)
  *     9. become root of the user namespace (an unprivileged host uid);
  *        /proc, /dev, masks; pivot_root; old root gone
@@ -175,7 +175,8 @@ struct config {
   const char *cgroup_mkdirs[8]; int n_cgroup_mkdirs;  /* made before the clone, in order */
   const char *cgroup_writes[32]; int n_cgroup_writes; /* FILE, VALUE pairs, written after them */
   const char *cgroup2;                            /* CLONE_INTO_CGROUP target */
-  const char *cgroup1[MAX_LIST]; int n_cgroup1;   /* attached before release */
+  const char *cgroup1[MAX_LIST]; int n_cgroup1;   /* joined by the child, first thing */
+  int cgroup1_fds[MAX_LIST];                      /* their `tasks` files, opened by the monitor */
   uid_t uid; gid_t gid;                           /* the program's identity */
   const char *cwd;
   char *env[MAX_LIST + 1]; int n_env;
@@ -782,7 +783,7 @@ static void exec_program(void) {
 /* ---------- 7-9. PID 1 of the sandbox ---------- */
 
 /* Pipes shared by monitor and child. */
-static int go_pipe[2];    /* monitor -> child: ids are mapped, cgroups joined */
+static int go_pipe[2];    /* monitor -> child: ids are mapped */
 static int exit_pipe[2];  /* init -> monitor: the program's wait status */
 
 __attribute__((noreturn))
@@ -794,6 +795,18 @@ static void sandbox_init(int root_fd) {
   STEP("wait_for_release");
   if (read(go_pipe[0], &go, 1) != 1) _exit(EXIT_IDMAP);  /* monitor died or failed */
   close(go_pipe[0]);
+
+  /* v1 hierarchies have no CLONE_INTO_CGROUP: the child joins them itself,
+   * before it does anything else. A thread that writes 0 to `tasks` moves
+   * only itself, and the kernel then skips the machine-wide rwsem that a
+   * move by pid write-locks (on an idle host without favordynmods, a wait
+   * for an RCU grace period: ~8 ms of a boot). The files were opened by
+   * the monitor, as host root: the kernel checks the opener's credentials. */
+  STEP("join_cgroup1");
+  for (int i = 0; i < cfg.n_cgroup1; i++) {
+    if (write(cfg.cgroup1_fds[i], "0", 1) != 1) die(EXIT_IDMAP, "join %s", cfg.cgroup1[i]);
+    close(cfg.cgroup1_fds[i]);
+  }
 
   /* Not dumpable: the program cannot open /proc/1/exe (the host launcher). */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die(EXIT_IDMAP, "PR_SET_DUMPABLE");
@@ -878,8 +891,8 @@ static void write_id_map(pid_t pid, const char *file, struct id_map *maps, int n
   write_file(path, data);
 }
 
-static void map_ids_and_attach(pid_t child) {
-  char path[64], pid_text[32];
+static void map_ids(pid_t child) {
+  char path[64];
   STEP("uid_map");
   write_id_map(child, "uid_map", cfg.uid_maps, cfg.n_uid_maps);
   STEP("setgroups_deny");
@@ -887,14 +900,6 @@ static void map_ids_and_attach(pid_t child) {
   write_file(path, "deny");
   STEP("gid_map");
   write_id_map(child, "gid_map", cfg.gid_maps, cfg.n_gid_maps);
-  /* v1 hierarchies have no CLONE_INTO_CGROUP: join before the release. */
-  STEP("attach_cgroup1");
-  snprintf(pid_text, sizeof pid_text, "%d", child);
-  for (int i = 0; i < cfg.n_cgroup1; i++) {
-    char procs[PATH_MAX];
-    if ((size_t)snprintf(procs, sizeof procs, "%s/cgroup.procs", cfg.cgroup1[i]) >= sizeof procs) { errno = ENAMETOOLONG; die(EXIT_IDMAP, "%s", cfg.cgroup1[i]); }
-    write_file(procs, pid_text);
-  }
 }
 
 /* The hostname lives in the sandbox's UTS namespace: step in, set, step
@@ -1498,6 +1503,13 @@ static int run_monitor(int argc, char **argv) {
   if (cfg.park && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, start_sock) < 0) die(EXIT_CLONE, "socketpair");
 
   make_cgroups();
+  STEP("open_cgroup1");
+  for (int i = 0; i < cfg.n_cgroup1; i++) {
+    char tasks[PATH_MAX];
+    if ((size_t)snprintf(tasks, sizeof tasks, "%s/tasks", cfg.cgroup1[i]) >= sizeof tasks) { errno = ENAMETOOLONG; die(EXIT_IDMAP, "%s", cfg.cgroup1[i]); }
+    cfg.cgroup1_fds[i] = open(tasks, O_WRONLY | O_CLOEXEC);
+    if (cfg.cgroup1_fds[i] < 0) die(EXIT_IDMAP, "open %s", tasks);
+  }
 
   STEP("clone3");
   struct clone_args args;
@@ -1533,6 +1545,7 @@ static int run_monitor(int argc, char **argv) {
    * we reap the child. Set after the clone: the program keeps the default. */
   signal(SIGPIPE, SIG_IGN);
   if (cgroup_fd >= 0) close(cgroup_fd);
+  for (int i = 0; i < cfg.n_cgroup1; i++) close(cfg.cgroup1_fds[i]);
   close(go_pipe[0]);
   close(error_pipe[1]);
   close(exit_pipe[1]);
@@ -1544,7 +1557,7 @@ static int run_monitor(int argc, char **argv) {
     if (cfg.passes[i].host_fd != cfg.control_fd && cfg.passes[i].host_fd > 2) close(cfg.passes[i].host_fd);
   if (cfg.seccomp_fd >= 0) close(cfg.seccomp_fd);
 
-  map_ids_and_attach(child);
+  map_ids(child);
   STEP("release");
   if (write(go_pipe[1], "g", 1) != 1) die(EXIT_IDMAP, "release child");
   close(go_pipe[1]);

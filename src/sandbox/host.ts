@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { DEFAULT_LAUNCHER } from '../paths.js';
 import { FnboxError } from '../errors.js';
 import { InFlight } from '../in-flight.js';
-import { cgroupTuningHints, detectCgroupHost, openCgroupDriver, type CgroupDriver, type CgroupLimits, type CgroupRecipe, type SandboxCgroup } from './cgroup/index.js';
+import { detectCgroupHost, openCgroupDriver, type CgroupDriver, type CgroupLimits, type CgroupRecipe, type SandboxCgroup } from './cgroup/index.js';
 import { CgroupReserve, newSandboxId, sameLimits } from './cgroup/reserve.js';
 import { DEFAULT_ID_RANGES, IdRanges, type IdRangeOptions } from './ids.js';
 import { Launcher, type LaunchedSandbox } from './launcher.js';
@@ -93,8 +93,6 @@ export class SandboxHost {
     readonly swept: number,
     /** The compiled default seccomp policy every sandbox gets. */
     readonly seccompFile: string,
-    /** Host settings that would make boots faster (logged at start, shown by /healthz). */
-    readonly tuningHints: string[],
     private readonly parkAhead: number,
   ) {
     this.cgroupReserve = new CgroupReserve(cgroups, CGROUP_RESERVE);
@@ -113,14 +111,13 @@ export class SandboxHost {
     const cgroupParentName = `fnbox-${tag}`;
     const cgroupHost = detectCgroupHost();
     const cgroups = openCgroupDriver(cgroupParentName, cgroupHost);
-    const hints = cgroupTuningHints(cgroupHost);
     const swept = await cgroups.sweep();
     const runDir = join(stateDir, 'run');
     rmSync(runDir, { recursive: true, force: true });
     const launcher = await Launcher.start({ binary, runDir, bootTimeoutMs: options.bootTimeoutMs, netnsPool: options.netnsPool });
     const seccompFile = writePolicyFile(runDir);
     const ids = new IdRanges(options.idRanges ?? DEFAULT_ID_RANGES);
-    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, ids, swept, seccompFile, hints, options.parkAhead ?? PARK_AHEAD);
+    return new SandboxHost(stateDir, cgroups, cgroupParentName, launcher, ids, swept, seccompFile, options.parkAhead ?? PARK_AHEAD);
   }
 
   live(): Sandbox[] {

@@ -23,7 +23,7 @@ const cases: Case[] = [
       fs.write('/cg/cgroup.subtree_control', '+cpu +memory +pids');
       fs.addExisting('/cg/service');
       fs.addProcess('/cg/service', 42);
-      const driver = openCgroupDriver('fnbox-c', { mode: 'v2', unifiedSelf: '/cg/service', unifiedRoot: '/cg', v1Self: new Map(), favorDynmods: false }, fs);
+      const driver = openCgroupDriver('fnbox-c', { mode: 'v2', unifiedSelf: '/cg/service', unifiedRoot: '/cg', v1Self: new Map() }, fs);
       return { driver, fs };
     },
   },
@@ -32,7 +32,7 @@ const cases: Case[] = [
     open: () => {
       const fs = new FakeCgroupFs().addV1Root('/cg/memory', ['memory']).addV1Root('/cg/cpu,cpuacct', ['cpu', 'cpuacct']).addV1Root('/cg/pids', ['pids']).addV2Root('/cg/unified', []);
       const v1Self = new Map([['memory', '/cg/memory'], ['cpu', '/cg/cpu,cpuacct'], ['cpuacct', '/cg/cpu,cpuacct'], ['pids', '/cg/pids']]);
-      return { driver: openCgroupDriver('fnbox-c', { mode: 'hybrid', unifiedSelf: '/cg/unified', unifiedRoot: '/cg/unified', v1Self, favorDynmods: false }, fs), fs };
+      return { driver: openCgroupDriver('fnbox-c', { mode: 'hybrid', unifiedSelf: '/cg/unified', unifiedRoot: '/cg/unified', v1Self }, fs), fs };
     },
   },
   {
@@ -40,7 +40,7 @@ const cases: Case[] = [
     open: () => {
       const fs = new FakeCgroupFs().addV1Root('/cg/memory', ['memory']).addV1Root('/cg/cpu', ['cpu']).addV1Root('/cg/cpuacct', ['cpuacct']).addV1Root('/cg/pids', ['pids']);
       const v1Self = new Map([['memory', '/cg/memory'], ['cpu', '/cg/cpu'], ['cpuacct', '/cg/cpuacct'], ['pids', '/cg/pids']]);
-      return { driver: openCgroupDriver('fnbox-c', { mode: 'v1', v1Self, favorDynmods: false }, fs), fs };
+      return { driver: openCgroupDriver('fnbox-c', { mode: 'v1', v1Self }, fs), fs };
     },
   },
 ];

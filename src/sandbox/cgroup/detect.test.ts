@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cgroupTuningHints, detectCgroupHost } from './detect.js';
+import { detectCgroupHost } from './detect.js';
 
 const HYBRID_MOUNTS = [
   '32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu',
@@ -34,18 +34,6 @@ describe('detectCgroupHost', () => {
     expect(host.v1Self.get('memory')).toBe('/sys/fs/cgroup/memory');
     expect(host.v1Self.get('pids')).toBe('/sys/fs/cgroup/pids/x');
     expect(host.v1Self.get('cpuacct')).toBe('/sys/fs/cgroup/cpu,cpuacct');
-  });
-
-  it('suggests favordynmods on a hybrid host whose kernel has it, and nothing once it is on or on pure v2', () => {
-    const hybrid = detectCgroupHost('4:memory:/\n0::/\n', HYBRID_MOUNTS, () => '');
-    expect(hybrid.favorDynmods).toBe(false);
-    expect(cgroupTuningHints(hybrid, 'nsdelegate\nfavordynmods\nmemory_localevents\n')).toEqual([expect.stringContaining('mount -o remount,favordynmods /sys/fs/cgroup/unified')]);
-    expect(cgroupTuningHints(hybrid, 'nsdelegate\n')).toEqual([]);
-    const tuned = detectCgroupHost('4:memory:/\n0::/\n', HYBRID_MOUNTS.replace('cgroup2 cgroup2 rw', 'cgroup2 cgroup2 rw,favordynmods'), () => '');
-    expect(tuned.favorDynmods).toBe(true);
-    expect(cgroupTuningHints(tuned, 'favordynmods\n')).toEqual([]);
-    const v2 = detectCgroupHost('0::/x\n', '29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw', () => 'memory pids\n');
-    expect(cgroupTuningHints(v2, 'favordynmods\n')).toEqual([]);
   });
 
   it('says so when no cgroup filesystem is mounted', () => {

@@ -15,8 +15,6 @@ export interface CgroupHost {
   unifiedRoot?: string;
   /** Our own cgroup directory per v1 controller (memory, cpu, ...). */
   v1Self: Map<string, string>;
-  /** Some cgroup mount has favordynmods: task migrations skip an RCU grace period. */
-  favorDynmods: boolean;
 }
 
 function selfDir(mount: CgroupMount, line: ProcCgroupLine | undefined): string | undefined {
@@ -44,7 +42,6 @@ export function detectCgroupHost(
   const lines = parseProcCgroup(procSelfCgroup);
   const mounts = parseCgroupMounts(mountinfo);
   const v1Self = new Map<string, string>();
-  const favorDynmods = mounts.some((mount) => mount.favorDynmods);
   let unifiedSelf: string | undefined;
   let unifiedRoot: string | undefined;
   for (const mount of mounts) {
@@ -58,31 +55,13 @@ export function detectCgroupHost(
     const dir = selfDir(mount, line);
     if (dir) for (const controller of mount.controllers) if (!v1Self.has(controller)) v1Self.set(controller, dir);
   }
-  if (v1Self.has('memory')) return { mode: unifiedSelf ? 'hybrid' : 'v1', unifiedSelf, unifiedRoot, v1Self, favorDynmods };
+  if (v1Self.has('memory')) return { mode: unifiedSelf ? 'hybrid' : 'v1', unifiedSelf, unifiedRoot, v1Self };
   if (unifiedSelf) {
     const available = (readControllers(unifiedSelf) ?? '').trim().split(/\s+/).filter(Boolean);
-    if (available.includes('memory') && available.includes('pids')) return { mode: 'v2', unifiedSelf, unifiedRoot, v1Self, favorDynmods };
+    if (available.includes('memory') && available.includes('pids')) return { mode: 'v2', unifiedSelf, unifiedRoot, v1Self };
     throw new FnboxError('HostUnsupported',
       `the cgroup2 tree at ${unifiedSelf} does not delegate the memory and pids controllers (it has: ${available.join(' ') || 'none'}); ` +
       'run fnbox in a cgroup with them delegated (e.g. systemd-run -p Delegate=yes) or as root at a cgroup that has them');
   }
   throw new FnboxError('HostUnsupported', 'no cgroup filesystem is mounted (need cgroup2, or cgroup v1 with the memory controller)');
-}
-
-/**
- * Host settings that would make sandboxes faster, as lines for the start-up
- * log. On v1 and hybrid hosts every boot moves the new process into its v1
- * cgroups; that write-locks a machine-wide rwsem, which costs an RCU grace
- * period (10-20 ms measured here) unless another move happened moments
- * before. favordynmods keeps that lock in its slow-reader mode, so a move
- * costs microseconds. Pure v2 needs nothing: CLONE_INTO_CGROUP moves nobody.
- */
-export function cgroupTuningHints(host: CgroupHost, kernelFeatures = readOrUndefined('/sys/kernel/cgroup/features')): string[] {
-  if (host.mode === 'v2' || host.favorDynmods) return [];
-  if (!(kernelFeatures ?? '').split(/\s+/).includes('favordynmods')) return [];
-  const mountPoint = host.unifiedRoot ?? host.v1Self.get('memory')?.replace(/^(\/sys\/fs\/cgroup\/[^/]+).*/, '$1') ?? '/sys/fs/cgroup/memory';
-  return [
-    `a sandbox boot after a quiet moment waits for an RCU grace period (~10-20 ms) while its process joins the v1 cgroups; ` +
-    `\`mount -o remount,favordynmods ${mountPoint}\` removes that wait (machine-wide; forks and exits get slightly dearer)`,
-  ];
 }

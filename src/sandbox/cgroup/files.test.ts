@@ -39,10 +39,10 @@ describe('cgroup file formats', () => {
       '41 31 0:38 /docker/abc /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate,favordynmods',
     ].join('\n');
     expect(parseCgroupMounts(mountinfo)).toEqual([
-      { mountPoint: '/sys/fs/cgroup/memory', root: '/', version: 1, controllers: ['memory'], favorDynmods: false },
-      { mountPoint: '/sys/fs/cgroup/cpu,cpuacct', root: '/', version: 1, controllers: ['cpu', 'cpuacct'], favorDynmods: false },
-      { mountPoint: '/sys/fs/cgroup/systemd', root: '/', version: 1, controllers: [], favorDynmods: false },
-      { mountPoint: '/sys/fs/cgroup/unified', root: '/docker/abc', version: 2, controllers: [], favorDynmods: true },
+      { mountPoint: '/sys/fs/cgroup/memory', root: '/', version: 1, controllers: ['memory'] },
+      { mountPoint: '/sys/fs/cgroup/cpu,cpuacct', root: '/', version: 1, controllers: ['cpu', 'cpuacct'] },
+      { mountPoint: '/sys/fs/cgroup/systemd', root: '/', version: 1, controllers: [] },
+      { mountPoint: '/sys/fs/cgroup/unified', root: '/docker/abc', version: 2, controllers: [] },
     ]);
   });
 });

@@ -58,8 +58,6 @@ export interface CgroupMount {
   root: string;
   version: 1 | 2;
   controllers: string[];
-  /** Mounted with favordynmods (the setting is machine-wide once any mount has it). */
-  favorDynmods: boolean;
 }
 
 const V1_CONTROLLERS = new Set([
@@ -80,7 +78,6 @@ export function parseCgroupMounts(mountinfo: string): CgroupMount[] {
       root: unescapeMountPath(fields[3] ?? '/'),
       version: fsType === 'cgroup2' ? 2 : 1,
       controllers: fsType === 'cgroup2' ? [] : superOptions.split(',').filter((option) => V1_CONTROLLERS.has(option)),
-      favorDynmods: superOptions.split(',').includes('favordynmods'),
     });
   }
   return mounts;

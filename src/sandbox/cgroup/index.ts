@@ -1,4 +1,4 @@
-export { cgroupTuningHints, detectCgroupHost, type CgroupHost } from './detect.js';
+export { detectCgroupHost, type CgroupHost } from './detect.js';
 export { realCgroupFs, type CgroupFs, type CgroupFileHandle } from './fs.js';
 export type { CallMeter, CgroupDriver, CgroupEvents, CgroupLimits, CgroupMode, CgroupRecipe, CgroupUsage, SandboxCgroup } from './types.js';
 export { V1CgroupDriver } from './v1.js';

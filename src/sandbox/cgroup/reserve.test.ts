@@ -12,7 +12,7 @@ function reserveOf(size: number): { fs: FakeCgroupFs; reserve: CgroupReserve } {
   const fs = new FakeCgroupFs().addV2Root('/cg', ['cpu', 'memory', 'pids']);
   fs.write('/cg/cgroup.subtree_control', '+cpu +memory +pids');
   fs.addExisting('/cg/service');
-  const driver = new V2CgroupDriver({ mode: 'v2', unifiedSelf: '/cg/service', unifiedRoot: '/cg', v1Self: new Map(), favorDynmods: false }, 'fnbox-r', fs);
+  const driver = new V2CgroupDriver({ mode: 'v2', unifiedSelf: '/cg/service', unifiedRoot: '/cg', v1Self: new Map() }, 'fnbox-r', fs);
   return { fs, reserve: new CgroupReserve(driver, size) };
 }
 

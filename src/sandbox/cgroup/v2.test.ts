@@ -14,7 +14,7 @@ function hostWith(processes: number[]): { fs: FakeCgroupFs; driver: V2CgroupDriv
   fs.write('/sys/fs/cgroup/user.slice/cgroup.subtree_control', '+cpu +memory +pids');
   fs.addExisting(SELF);
   for (const pid of processes) fs.addProcess(SELF, pid);
-  const driver = new V2CgroupDriver({ mode: 'v2', unifiedSelf: SELF, unifiedRoot: '/sys/fs/cgroup', v1Self: new Map(), favorDynmods: false }, 'fnbox-test', fs);
+  const driver = new V2CgroupDriver({ mode: 'v2', unifiedSelf: SELF, unifiedRoot: '/sys/fs/cgroup', v1Self: new Map() }, 'fnbox-test', fs);
   return { fs, driver };
 }
 
@@ -29,7 +29,7 @@ describe('V2CgroupDriver', () => {
 
   it('started again from inside its own leaf, it finds the same parent (so a restart sweeps what was left)', () => {
     const { fs } = hostWith([100, 101]);
-    const again = new V2CgroupDriver({ mode: 'v2', unifiedSelf: `${SELF}/fnbox-gateway`, unifiedRoot: '/sys/fs/cgroup', v1Self: new Map(), favorDynmods: false }, 'fnbox-test', fs);
+    const again = new V2CgroupDriver({ mode: 'v2', unifiedSelf: `${SELF}/fnbox-gateway`, unifiedRoot: '/sys/fs/cgroup', v1Self: new Map() }, 'fnbox-test', fs);
     expect(again.description).toBe(`cgroup v2: sandboxes under ${SELF}/fnbox-test`);
     expect(fs.exists(`${SELF}/fnbox-gateway/fnbox-gateway`)).toBe(false);
   });
@@ -88,6 +88,6 @@ describe('V2CgroupDriver', () => {
     fs.write('/sys/fs/cgroup/cgroup.subtree_control', '+memory');
     fs.write('/sys/fs/cgroup/user.slice/cgroup.subtree_control', '+memory');
     fs.addExisting(SELF);
-    expect(() => new V2CgroupDriver({ mode: 'v2', unifiedSelf: SELF, unifiedRoot: '/sys/fs/cgroup', v1Self: new Map(), favorDynmods: false }, 'x', fs)).toThrow(/has no cpu, pids controller delegated/);
+    expect(() => new V2CgroupDriver({ mode: 'v2', unifiedSelf: SELF, unifiedRoot: '/sys/fs/cgroup', v1Self: new Map() }, 'x', fs)).toThrow(/has no cpu, pids controller delegated/);
   });
 });
