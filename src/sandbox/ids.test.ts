@@ -14,7 +14,7 @@ beforeEach(() => {
 afterEach(() => rmSync(lockDir, { recursive: true, force: true }));
 
 const slotOf = (hostIdBase: number): number => (hostIdBase - BASE) / ID_RANGE;
-const lockFiles = (): string[] => readdirSync(lockDir).sort((a, b) => Number(a) - Number(b));
+const lockFiles = (): string[] => readdirSync(lockDir).sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
 
 describe('IdRanges', () => {
   it('gives live sandboxes distinct ranges, each claimed by a lock file naming this process', () => {
@@ -72,9 +72,22 @@ describe('IdRanges', () => {
     expect(() => b.acquire()).toThrow(/host uid ranges are in use/);
   });
 
+  it('sweeps at start the lock files of processes that are gone (a SIGKILLed gateway), and only those', () => {
+    const dead = '2147483646'; // no such pid
+    writeFileSync(join(lockDir, '5'), dead);
+    writeFileSync(join(lockDir, '6'), String(process.pid)); // a live holder
+    writeFileSync(join(lockDir, '7'), ''); // being written by its claimer
+    writeFileSync(join(lockDir, `8.stale-${dead}`), dead); // a remover died between rename and unlink
+    writeFileSync(join(lockDir, `9.stale-${process.pid}`), dead); // a live remover's, about to unlink it
+    const ids = new IdRanges({ base: BASE, slots: 1024, lockDir });
+    expect(ids.swept).toBe(2);
+    expect(lockFiles()).toEqual(['6', '7', `9.stale-${process.pid}`]);
+  });
+
   it('takes over the lock file of a process that is gone', () => {
-    writeFileSync(join(lockDir, '0'), '2147483646'); // no such pid
     const ids = new IdRanges({ base: BASE, slots: 1, lockDir });
+    // Left after this start swept (by a gateway that died since).
+    writeFileSync(join(lockDir, '0'), '2147483646'); // no such pid
     expect(ids.acquire()).toBe(BASE);
     expect(readFileSync(join(lockDir, '0'), 'utf8')).toBe(String(process.pid));
   });

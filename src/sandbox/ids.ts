@@ -5,7 +5,7 @@
 // claimed by this process and is handed out again only after REUSE_AFTER
 // others were released since: a boot then costs no file create and unlink
 // (on an ext4 /run, ~0.2 ms of the gateway's CPU in a burst of boots).
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { FnboxError } from '../errors.js';
 import { processAlive } from '../processes.js';
@@ -32,12 +32,26 @@ export const DEFAULT_ID_RANGES: IdRangeOptions = {
  */
 export const REUSE_AFTER = 64;
 
+/** A `SLOT.stale-PID` file whose remover died between its rename and its unlink. */
+function removeStaleRename(path: string): boolean {
+  const remover = Number(/\.stale-(\d+)$/.exec(path)?.[1] ?? 0);
+  if (!remover || processAlive(remover)) return false;
+  try {
+    unlinkSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class IdRanges {
   /** Slots whose lock file is ours: in use, or released and waiting in `retired`. */
   private readonly mine = new Set<number>();
   /** Released slots, oldest first; still claimed by us. */
   private readonly retired: number[] = [];
   private next: number;
+  /** Lock files of processes that are gone, removed by this start. */
+  readonly swept: number;
 
   constructor(private readonly options: IdRangeOptions = DEFAULT_ID_RANGES) {
     if (options.base < ID_RANGE || options.base + options.slots * ID_RANGE > 0xfffffffe) {
@@ -46,6 +60,21 @@ export class IdRanges {
     mkdirSync(options.lockDir, { recursive: true, mode: 0o700 });
     // Different processes start at different slots: fewer collisions to skip.
     this.next = (process.pid * 7919) % options.slots;
+    this.swept = this.sweepStale();
+  }
+
+  /**
+   * Removes the lock files a gateway killed with SIGKILL left (their owner
+   * is gone), as a start sweeps its cgroups: otherwise they would stay
+   * until a later claim happens to land on each of them.
+   */
+  private sweepStale(): number {
+    let swept = 0;
+    for (const name of readdirSync(this.options.lockDir)) {
+      const slot = /^\d+$/.test(name) ? Number(name) : undefined;
+      if (slot !== undefined ? this.removeIfStale(slot) : removeStaleRename(join(this.options.lockDir, name))) swept++;
+    }
+    return swept;
   }
 
   /** Claims a free range; returns its first host id. */
@@ -91,8 +120,17 @@ export class IdRanges {
   private claim(slot: number): boolean {
     const file = this.slotFile(slot);
     if (this.create(file)) return true;
-    // Left by a process that died: take it over. The rename is atomic, so of
-    // two processes doing this at once only one removes the stale file.
+    // Left by a process that died: take it over.
+    return this.removeIfStale(slot) && this.create(file);
+  }
+
+  /**
+   * Removes a slot's lock file if the process named in it is gone. The
+   * rename is atomic, so of two processes doing this at once only one
+   * removes it; an empty file is one being written, not a stale one.
+   */
+  private removeIfStale(slot: number): boolean {
+    const file = this.slotFile(slot);
     let owner: number;
     try {
       owner = Number(readFileSync(file, 'utf8'));
@@ -106,7 +144,7 @@ export class IdRanges {
     } catch {
       return false;
     }
-    return this.create(file);
+    return true;
   }
 
   /** O_EXCL create: false when someone else holds the slot. */

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { PROJECT_ROOT, SandboxHost } from '../../src/sandbox/index.js';
+import { DEFAULT_ID_RANGES } from '../../src/sandbox/ids.js';
 import { NETNS_POOL } from '../../src/sandbox/launcher.js';
 import { image, openTestHost, sh, tempDir } from '../support/env.js';
 import { fnboxCgroupDirs, hostMounts, hostProcesses, leftoversInRange, sandboxCgroupDirs, snapshot } from '../support/host-state.js';
@@ -30,6 +31,17 @@ function childrenOf(pid: number): number[] {
       return readFileSync(`/proc/${child}/status`, 'utf8').match(/^PPid:\s+(\d+)/m)?.[1] === String(pid);
     } catch {
       return false;
+    }
+  });
+}
+
+/** The uid-range lock files that name `pid` as their owner. */
+function lockFilesOf(pid: number): string[] {
+  return readdirSync(DEFAULT_ID_RANGES.lockDir).filter((name) => {
+    try {
+      return readFileSync(join(DEFAULT_ID_RANGES.lockDir, name), 'utf8') === String(pid);
+    } catch {
+      return false; // removed meanwhile
     }
   });
 }
@@ -202,6 +214,8 @@ describe('after the gateway is SIGKILLed', () => {
       expect(reserved).toBeGreaterThan(0);
       expect(next.swept).toBe(sandboxes.length + reserved);
       expect(sandboxes.flatMap((sb) => sb.cgroups).filter((dir) => existsSync(dir))).toEqual([]);
+      // Its uid-range lock files went too (src/sandbox/ids.ts), those of ranges in use and of ranges waiting for reuse.
+      expect(lockFilesOf(gateway.pid!)).toEqual([]);
     } finally {
       // A failed expectation must not leave this host's cgroups and state dir behind.
       await next.close();
