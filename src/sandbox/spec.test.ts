@@ -11,7 +11,7 @@ const base: SandboxOptions = {
   scratchDir: '/state/run/layers',
   channel: true,
   captureLogs: true,
-  cgroup: { cloneInto: '/sys/fs/cgroup/unified/fnbox/sb-1', attachBeforeRelease: ['/sys/fs/cgroup/memory/fnbox/sb-1'] },
+  cgroup: { cloneInto: '/sys/fs/cgroup/unified/fnbox/sb-1', joinedByInit: ['/sys/fs/cgroup/memory/fnbox/sb-1'] },
 };
 
 describe('buildSandboxSpec', () => {
@@ -108,7 +108,7 @@ describe('parking (--park)', () => {
       env: { B: '2' },
       cwd: '/tmp',
       hostname: 'other',
-      cgroup: { cloneInto: '/sys/fs/cgroup/unified/fnbox/sb-2', attachBeforeRelease: ['/sys/fs/cgroup/memory/fnbox/sb-2'] },
+      cgroup: { cloneInto: '/sys/fs/cgroup/unified/fnbox/sb-2', joinedByInit: ['/sys/fs/cgroup/memory/fnbox/sb-2'] },
       makeCgroup: { mkdirs: ['/sys/fs/cgroup/unified/fnbox/sb-2'], writes: [['/sys/fs/cgroup/unified/fnbox/sb-2/pids.max', '64']] },
     });
     expect(parkedShape(b)).toBe(parkedShape(a));

@@ -49,7 +49,7 @@ export interface SandboxOptions {
   /** Send the program's stdout/stderr to the gateway. */
   captureLogs?: boolean;
   seccompFile?: string;
-  cgroup?: { cloneInto?: string; attachBeforeRelease: readonly string[] };
+  cgroup?: { cloneInto?: string; joinedByInit: readonly string[] };
   /** How the monitor makes that cgroup before it clones; absent when it exists already. */
   makeCgroup?: CgroupRecipe;
 }
@@ -204,7 +204,7 @@ export function buildSandboxSpec(options: SandboxOptions): SandboxSpec {
     seccompFile: options.seccompFile,
     makeCgroup: options.makeCgroup,
     cloneIntoCgroup: options.cgroup?.cloneInto,
-    attachCgroups: [...(options.cgroup?.attachBeforeRelease ?? [])],
+    attachCgroups: [...(options.cgroup?.joinedByInit ?? [])],
     argv: [...options.argv],
   };
 }

@@ -92,7 +92,7 @@ describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
       try {
         const rename = (path: string): string => path.replace('sb-planned', 'sb-created');
         expect(planned.dirs.map(rename)).toEqual(created.dirs);
-        expect(planned.attachBeforeRelease.map(rename)).toEqual(created.attachBeforeRelease);
+        expect(planned.joinedByInit.map(rename)).toEqual(created.joinedByInit);
         expect(planned.cloneInto && rename(planned.cloneInto)).toEqual(created.cloneInto);
         expect(heldLimits(driver, fs, planned)).toEqual(heldLimits(driver, fs, created));
         expect(heldLimits(driver, fs, planned).pids).toBe(24);
@@ -122,7 +122,7 @@ describe.each(cases)('cgroup driver contract: $name', ({ open }) => {
       for (const dir of cg.dirs) expect(fs.exists(dir), dir).toBe(true);
       // Sandboxes live below our own cgroup, never at a hierarchy root.
       for (const dir of cg.dirs) expect(dir.split('/').filter(Boolean).length).toBeGreaterThanOrEqual(4);
-      expect(cg.cloneInto !== undefined || cg.attachBeforeRelease.length > 0).toBe(true);
+      expect(cg.cloneInto !== undefined || cg.joinedByInit.length > 0).toBe(true);
       const usage = driver.usage(cg);
       expect(usage.memoryCurrentBytes).toBeGreaterThanOrEqual(0);
       expect(usage.pidsCurrent).toBe(0);

@@ -165,7 +165,7 @@ describe('from the host', () => {
         expect(read(`${cg.primaryDir}/cpu.max`)).toBe('50000 100000');
         expect(read(`${cg.primaryDir}/pids.max`)).toBe('23');
       } else {
-        const dirs = cg.attachBeforeRelease;
+        const dirs = cg.joinedByInit;
         const file = (name: string): string => read(`${dirs.find((d) => read(`${d}/cgroup.procs`) !== undefined && exists(`${d}/${name}`))}/${name}`);
         expect(file('memory.limit_in_bytes')).toBe(String(96 * 1024 * 1024));
         expect(file('memory.memsw.limit_in_bytes')).toBe(String(96 * 1024 * 1024));

@@ -19,8 +19,8 @@ export interface SandboxCgroup {
   readonly dirs: readonly string[];
   /** The cgroup2 directory the launcher clones into (CLONE_INTO_CGROUP). */
   readonly cloneInto?: string;
-  /** v1 directories the launcher attaches the child to before releasing it. */
-  readonly attachBeforeRelease: readonly string[];
+  /** v1 directories the sandbox's init joins first thing after its release (join_cgroup1 in the launcher). */
+  readonly joinedByInit: readonly string[];
   /** The directory shown to users as "the" cgroup (memory's). */
   readonly primaryDir: string;
 }

@@ -62,10 +62,10 @@ export class V1CgroupDriver implements CgroupDriver {
     if (!this.hasMemsw && this.hasSwappiness) writes.push([join(memory, 'memory.swappiness'), '0']);
     // A new cgroup's memsw limit is unlimited: the memory limit goes first.
     writes.push(...this.limitWrites(byController, limits, false));
-    const attachBeforeRelease = [...mkdirs];
+    const joinedByInit = [...mkdirs];
     const cloneInto = this.unifiedParent ? join(this.unifiedParent, name) : undefined;
     if (cloneInto) mkdirs.push(cloneInto);
-    return { cgroup: { name, dirs: mkdirs, cloneInto, attachBeforeRelease, primaryDir: memory, byController }, recipe: { mkdirs, writes } };
+    return { cgroup: { name, dirs: mkdirs, cloneInto, joinedByInit, primaryDir: memory, byController }, recipe: { mkdirs, writes } };
   }
 
   create(name: string, limits: CgroupLimits): V1Sandbox {

@@ -37,7 +37,7 @@ describe('V2CgroupDriver', () => {
   it('writes limits in the documented formats, swap off and group OOM on', () => {
     const { fs, driver } = hostWith([100]);
     const cg = driver.create('sb-1', { memoryBytes: 64 << 20, cpus: 0.5, cpuPeriodUs: 100_000, pidsMax: 32 });
-    expect(cg).toMatchObject({ cloneInto: `${SELF}/fnbox-test/sb-1`, attachBeforeRelease: [], primaryDir: `${SELF}/fnbox-test/sb-1` });
+    expect(cg).toMatchObject({ cloneInto: `${SELF}/fnbox-test/sb-1`, joinedByInit: [], primaryDir: `${SELF}/fnbox-test/sb-1` });
     const file = (name: string): string => fs.read(`${cg.primaryDir}/${name}`).trim();
     expect(file('memory.max')).toBe(String(64 << 20));
     expect(file('memory.swap.max')).toBe('0');

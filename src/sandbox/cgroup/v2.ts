@@ -80,7 +80,7 @@ export class V2CgroupDriver implements CgroupDriver {
     // An OOM kills the whole sandbox, not just its biggest process.
     if (this.optionalFiles.has('memory.oom.group')) writes.push([join(dir, 'memory.oom.group'), '1']);
     writes.push(...limitWrites(dir, limits));
-    return { cgroup: { name, dirs: [dir], cloneInto: dir, attachBeforeRelease: [], primaryDir: dir }, recipe: { mkdirs: [dir], writes } };
+    return { cgroup: { name, dirs: [dir], cloneInto: dir, joinedByInit: [], primaryDir: dir }, recipe: { mkdirs: [dir], writes } };
   }
 
   create(name: string, limits: CgroupLimits): SandboxCgroup {
