@@ -211,20 +211,17 @@ export class SandboxHost {
         // Its sandbox is gone (killed while parked, say): boot one the usual way.
       }
     }
-    return this.withResources(request, async (id, hostIdBase, cgroup, _limits, makeCgroup) => {
-      const spec = this.specFor(request, id, hostIdBase, cgroup, makeCgroup);
-      return this.register(spec, cgroup, hostIdBase, await this.launcher.boot(spec));
-    });
+    return this.withResources(request, async ({ spec, cgroup, hostIdBase }) => this.register(spec, cgroup, hostIdBase, await this.launcher.boot(spec)));
   }
 
   /**
-   * Runs `use` with a uid range and a cgroup of their own for a sandbox, and
-   * gives both back if it fails. The cgroup comes from the reserve unless the
-   * sandbox is named by the caller; otherwise `makeCgroup` says how the
-   * launcher makes it, so that the gateway's thread does not wait on the
-   * kernel's cgroup lock while other boots hold it.
+   * Runs `use` with the spec of a sandbox for `request`, on a uid range and a
+   * cgroup of its own, and gives both back if it fails. The cgroup comes from
+   * the reserve unless the sandbox is named by the caller; otherwise the spec
+   * carries its recipe and the launcher makes it, so that the gateway's
+   * thread does not wait on the kernel's cgroup lock while other boots hold it.
    */
-  private async withResources<T>(request: BootRequest, use: (id: string, hostIdBase: number, cgroup: SandboxCgroup, cgroupLimits: CgroupLimits, makeCgroup?: CgroupRecipe) => Promise<T>): Promise<T> {
+  private async withResources<T>(request: BootRequest, use: (made: { spec: SandboxSpec; cgroup: SandboxCgroup; cgroupLimits: CgroupLimits; hostIdBase: number }) => Promise<T>): Promise<T> {
     const cgroupLimits = this.cgroupLimitsOf(request);
     const hostIdBase = this.ids.acquire();
     let id: string;
@@ -240,7 +237,7 @@ export class SandboxHost {
       throw error;
     }
     try {
-      return await use(id, hostIdBase, cgroup, cgroupLimits, makeCgroup);
+      return await use({ spec: this.specFor(request, id, hostIdBase, cgroup, makeCgroup), cgroup, cgroupLimits, hostIdBase });
     } catch (error) {
       this.cgroups.kill(cgroup);
       await this.cgroups.destroy(cgroup).catch(() => {});
@@ -298,8 +295,7 @@ export class SandboxHost {
 
   /** Boots a sandbox for a boot like `request`, as far as its program. */
   private park(request: BootRequest): Promise<ParkedBoot> {
-    return this.withResources({ ...request, id: undefined }, async (id, hostIdBase, cgroup, cgroupLimits, makeCgroup) => {
-      const spec = this.specFor(request, id, hostIdBase, cgroup, makeCgroup);
+    return this.withResources({ ...request, id: undefined }, async ({ spec, cgroup, cgroupLimits, hostIdBase }) => {
       const parked = await this.launcher.park(spec);
       return { spec, shape: parkedShape(spec), cgroup, cgroupLimits, hostIdBase, parked };
     });
